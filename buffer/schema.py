@@ -1,0 +1,291 @@
+"""Wire schema v1: one trajectory = one msgpack map.
+
+Token ids (int32) and logprobs (float32) travel as raw little-endian bytes, never as lists, and
+nothing on the wire is pickled. `decode` is the gate every frame from the network goes through: it
+either returns a fully validated `Trajectory` or raises `WireError(code, detail)`.
+
+Not guaranteed:
+- `encode` does not validate values (NaN rewards, bad outcomes, empty steps all encode fine);
+  the receiving `decode` rejects them. It only refuses arrays that cannot be represented.
+- Unknown keys in a frame are ignored and are not preserved by a decode/encode round trip.
+- Arrays returned by `decode` are read-only views of the frame's bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+SCHEMA_VERSION = 1
+DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+OUTCOMES = ("correct", "incorrect", "unknown")
+ERROR_CODES = (
+    "bad_msgpack",
+    "not_a_map",
+    "unknown_schema",
+    "missing_field",
+    "wrong_type",
+    "bad_array",
+    "length_mismatch",
+    "nan",
+    "oversized",
+)
+INT32 = np.dtype("<i4")
+FLOAT32 = np.dtype("<f4")
+
+
+class WireError(ValueError):
+    """A frame that is not a valid v1 trajectory. `str(err)` is "<code>: <field> (<why>)".
+
+    `traj_id` is the frame's traj_id when it could be read, so a reply can still name it.
+    """
+
+    def __init__(self, code: str, detail: str, traj_id: str | None = None):
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown WireError code {code!r}")
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.traj_id = traj_id
+
+
+@dataclass(eq=False)
+class Step:
+    observation: str
+    prompt_ids: np.ndarray  # int32, 1-D
+    response_ids: np.ndarray  # int32, 1-D
+    logprobs: np.ndarray  # float32, 1-D, one per response token
+    action: str
+    allowed_actions: list[str] = field(default_factory=list)
+    reward: float = 0.0
+    done: bool = False
+    policy_version: int = 0
+
+
+@dataclass(eq=False)
+class Trajectory:
+    traj_id: str
+    task_id: str
+    group_id: str
+    actor_id: str
+    env: str
+    seed: int
+    policy_version: int  # version when the episode started; each step has its own too
+    steps: list[Step]
+    reward: float  # the return
+    success: bool
+    outcome: str  # one of OUTCOMES
+    created_at: float  # unix seconds
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.steps)
+
+
+# --- arrays ---
+
+
+def array_to_bytes(values: Any, dtype: np.dtype, name: str) -> bytes:
+    """1-D ints or floats -> raw little-endian bytes; refuses values that would not survive."""
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return b""
+    if arr.ndim != 1:
+        raise WireError("bad_array", f"{name} (expected 1-D, got shape {arr.shape})")
+    if dtype == INT32:
+        if arr.dtype.kind not in "iu":
+            raise WireError("wrong_type", f"{name} (expected integers, got {arr.dtype})")
+        info = np.iinfo(np.int32)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise WireError("bad_array", f"{name} (values outside int32)")
+    elif arr.dtype.kind not in "fiu":
+        raise WireError("wrong_type", f"{name} (expected floats, got {arr.dtype})")
+    return arr.astype(dtype, copy=False).tobytes()
+
+
+def bytes_to_array(raw: Any, dtype: np.dtype, name: str) -> np.ndarray:
+    if not isinstance(raw, bytes):
+        raise WireError("wrong_type", f"{name} (expected bytes, got {type(raw).__name__})")
+    if len(raw) % dtype.itemsize:
+        raise WireError(
+            "bad_array",
+            f"{name} ({len(raw)} bytes is not a multiple of {dtype.itemsize})",
+        )
+    return np.frombuffer(raw, dtype=dtype)
+
+
+# --- encode ---
+
+
+def _step_to_map(step: Step, i: int) -> dict[str, Any]:
+    path = f"steps[{i}]"
+    return {
+        "observation": step.observation,
+        "prompt_ids": array_to_bytes(step.prompt_ids, INT32, f"{path}.prompt_ids"),
+        "response_ids": array_to_bytes(step.response_ids, INT32, f"{path}.response_ids"),
+        "logprobs": array_to_bytes(step.logprobs, FLOAT32, f"{path}.logprobs"),
+        "action": step.action,
+        "allowed_actions": list(step.allowed_actions),
+        "reward": float(step.reward),
+        "done": bool(step.done),
+        "policy_version": int(step.policy_version),
+    }
+
+
+def encode(traj: Trajectory) -> bytes:
+    """Trajectory -> one msgpack frame (schema v1)."""
+    return msgpack.packb(
+        {
+            "schema": SCHEMA_VERSION,
+            "traj_id": traj.traj_id,
+            "task_id": traj.task_id,
+            "group_id": traj.group_id,
+            "actor_id": traj.actor_id,
+            "env": traj.env,
+            "seed": int(traj.seed),
+            "policy_version": int(traj.policy_version),
+            "steps": [_step_to_map(s, i) for i, s in enumerate(traj.steps)],
+            "reward": float(traj.reward),
+            "success": bool(traj.success),
+            "outcome": traj.outcome,
+            "created_at": float(traj.created_at),
+        },
+        use_bin_type=True,
+    )
+
+
+# --- decode ---
+
+
+class _Reader:
+    """Typed field access on one msgpack map; every error names the field's full path."""
+
+    def __init__(self, m: dict, prefix: str = ""):
+        self.m, self.prefix = m, prefix
+
+    def get(self, key: str) -> Any:
+        if key not in self.m:
+            raise WireError("missing_field", self.prefix + key)
+        return self.m[key]
+
+    def wrong(self, key: str, expected: str, value: Any) -> WireError:
+        got = type(value).__name__
+        return WireError("wrong_type", f"{self.prefix}{key} (expected {expected}, got {got})")
+
+    def string(self, key: str) -> str:
+        v = self.get(key)
+        if not isinstance(v, str):
+            raise self.wrong(key, "str", v)
+        return v
+
+    def integer(self, key: str) -> int:
+        v = self.get(key)
+        if isinstance(v, bool) or not isinstance(v, int):  # bool is an int subclass
+            raise self.wrong(key, "int", v)
+        return v
+
+    def boolean(self, key: str) -> bool:
+        v = self.get(key)
+        if not isinstance(v, bool):
+            raise self.wrong(key, "bool", v)
+        return v
+
+    def real(self, key: str) -> float:
+        """Finite float; an int is accepted and widened (msgpack packs 0 and 0.0 differently)."""
+        v = self.get(key)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise self.wrong(key, "float", v)
+        v = float(v)
+        if not math.isfinite(v):
+            raise WireError("nan", f"{self.prefix}{key} (not finite: {v})")
+        return v
+
+    def strings(self, key: str) -> list[str]:
+        v = self.get(key)
+        if not isinstance(v, list):
+            raise self.wrong(key, "list", v)
+        for j, s in enumerate(v):
+            if not isinstance(s, str):
+                raise self.wrong(f"{key}[{j}]", "str", s)
+        return v
+
+    def array(self, key: str, dtype: np.dtype) -> np.ndarray:
+        return bytes_to_array(self.get(key), dtype, self.prefix + key)
+
+
+def _decode_step(raw: Any, i: int) -> Step:
+    path = f"steps[{i}]"
+    if not isinstance(raw, dict):
+        raise WireError("wrong_type", f"{path} (expected map, got {type(raw).__name__})")
+    r = _Reader(raw, path + ".")
+    step = Step(
+        observation=r.string("observation"),
+        prompt_ids=r.array("prompt_ids", INT32),
+        response_ids=r.array("response_ids", INT32),
+        logprobs=r.array("logprobs", FLOAT32),
+        action=r.string("action"),
+        allowed_actions=r.strings("allowed_actions"),
+        reward=r.real("reward"),
+        done=r.boolean("done"),
+        policy_version=r.integer("policy_version"),
+    )
+    n_lp, n_ids = len(step.logprobs), len(step.response_ids)
+    if n_lp != n_ids:
+        raise WireError(
+            "length_mismatch",
+            f"{path}.logprobs ({n_lp} values for {n_ids} response ids)",
+        )
+    if not np.isfinite(step.logprobs).all():
+        raise WireError("nan", f"{path}.logprobs (not all finite)")
+    return step
+
+
+def _decode_map(m: dict) -> Trajectory:
+    r = _Reader(m)
+    schema = r.get("schema")
+    if type(schema) is not int or schema != SCHEMA_VERSION:
+        raise WireError("unknown_schema", f"schema ({schema!r}, this side speaks {SCHEMA_VERSION})")
+    raw_steps = r.get("steps")
+    if not isinstance(raw_steps, list):
+        raise r.wrong("steps", "list", raw_steps)
+    if not raw_steps:
+        raise WireError("missing_field", "steps[0] (a trajectory needs at least one step)")
+    outcome = r.string("outcome")
+    if outcome not in OUTCOMES:
+        raise WireError("wrong_type", f"outcome (expected one of {OUTCOMES}, got {outcome!r})")
+    return Trajectory(
+        traj_id=r.string("traj_id"),
+        task_id=r.string("task_id"),
+        group_id=r.string("group_id"),
+        actor_id=r.string("actor_id"),
+        env=r.string("env"),
+        seed=r.integer("seed"),
+        policy_version=r.integer("policy_version"),
+        steps=[_decode_step(s, i) for i, s in enumerate(raw_steps)],
+        reward=r.real("reward"),
+        success=r.boolean("success"),
+        outcome=outcome,
+        created_at=r.real("created_at"),
+    )
+
+
+def decode(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Trajectory:
+    """One msgpack frame -> validated Trajectory, or WireError. The size is checked first."""
+    if len(frame) > max_bytes:
+        raise WireError("oversized", f"frame ({len(frame)} bytes > limit {max_bytes})")
+    try:
+        m = msgpack.unpackb(frame, raw=False, use_list=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
+        raise WireError("bad_msgpack", f"frame ({type(err).__name__}: {err})") from None
+    if not isinstance(m, dict):
+        raise WireError("not_a_map", f"frame (top level is {type(m).__name__})")
+    traj_id = m.get("traj_id")
+    try:
+        return _decode_map(m)
+    except WireError as err:
+        err.traj_id = traj_id if isinstance(traj_id, str) else None
+        raise
