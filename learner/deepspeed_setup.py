@@ -1,0 +1,56 @@
+"""DeepSpeed for one learner rank: distributed env, the JSON config with overrides, initialize."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def load_config(path: str, *, micro_batch: int, grad_accum: int, lr: float, zero_stage: int,
+                grad_clip: float, warmup_steps: int) -> dict:
+    """The JSON file under configs/deepspeed/, with the fields our Hydra config owns set."""
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["train_micro_batch_size_per_gpu"] = micro_batch
+    cfg["gradient_accumulation_steps"] = grad_accum
+    cfg.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and world size
+    cfg.setdefault("zero_optimization", {})["stage"] = zero_stage
+    cfg["gradient_clipping"] = grad_clip
+    cfg.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = lr
+    sched = cfg.setdefault("scheduler", {"type": "WarmupLR", "params": {}})
+    sched["params"].update(warmup_max_lr=lr, warmup_num_steps=warmup_steps)
+    return cfg
+
+
+def init_rank(rank: int, world_size: int, master_addr: str, master_port: int, backend: str) -> None:
+    """Set the env DeepSpeed reads (else it asks for mpi4py) and start its process group."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK="0", WORLD_SIZE=str(world_size),
+                      MASTER_ADDR=master_addr, MASTER_PORT=str(master_port))
+    if backend == "gloo":
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+    import deepspeed.ops
+
+    if backend == "gloo":
+        # DeepSpeed builds its shared-memory comm op (a ~2 min C++ compile, and a process killed
+        # mid-compile leaves a lock that hangs later runs) whenever it deems it compatible. gloo
+        # does the same work without it at our sizes.
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+
+
+def initialize(model, ds_config: dict):
+    import deepspeed
+
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=ds_config)
+    return engine, scheduler
+

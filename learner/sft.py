@@ -1,0 +1,58 @@
+"""SFT-on-success, as WebGym does it: weighted cross-entropy on the response tokens of steps
+from successful episodes (the shard's success filter picks them).
+
+The target is the action's text tokenized canonically plus end-of-turn, not the token path the
+constrained decoder happened to sample: a choice constraint lets vLLM spell `click("okay")` in
+many tokenizations, and training on the canonical one is what fine-tuning on text (WebGym with
+LLaMA-Factory) does. `target="sampled"` trains on the sampled ids instead.
+
+`mask_history`: the prompt already holds earlier turns as text and is never in the loss, so the
+loss is on the last turn only by construction; the option exists for prompts that will carry
+earlier assistant turns as tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def collate(items: list[dict], tokenizer, *, target: str = "text", max_len: int = 1024):
+    """Items from the shard → input_ids, attention_mask, labels, per-sequence loss weights."""
+    eos = tokenizer.eos_token_id
+    seqs, labels, weights = [], [], []
+    for it in items:
+        prompt = [int(t) for t in it["prompt_ids"]]
+        if target == "text":
+            response = tokenizer.encode(it["action"], add_special_tokens=False) + [eos]
+        elif target == "sampled":
+            response = [int(t) for t in it["response_ids"]]
+        else:
+            raise ValueError(f"algorithm.target must be 'text' or 'sampled', got {target!r}")
+        seq = (prompt + response)[-max_len:]
+        lab = ([IGNORE] * len(prompt) + response)[-max_len:]
+        seqs.append(seq)
+        labels.append(lab)
+        weights.append(float(it.get("loss_weight", 1.0)))
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    label_ids = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, (s, lab) in enumerate(zip(seqs, labels)):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        label_ids[i, :len(lab)] = torch.tensor(lab)
+        mask[i, :len(s)] = 1
+    return input_ids, mask, label_ids, torch.tensor(weights, dtype=torch.float32)
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over response tokens of loss_weight × token cross-entropy (next-token shifted)."""
+    logits = logits[:, :-1].float()
+    labels = labels[:, 1:]
+    token_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
+                                 ignore_index=IGNORE, reduction="none").view(labels.shape)
+    counted = (labels != IGNORE).float()
+    return (token_loss * counted * weights[:, None]).sum() / counted.sum().clamp(min=1.0)
