@@ -1,0 +1,39 @@
+# Set-up and entry points. Both targets are idempotent: stamps in .venv record what is installed
+# (and are redone when pyproject.toml changes), so a second run installs nothing.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CPU_STAMP := $(VENV)/.flywheel-cpu
+DEV_STAMP := $(VENV)/.flywheel-dev
+
+.PHONY: webgym test install chromium lint
+
+webgym: install chromium
+	$(PY) launch/cluster.py +exp=webgym
+
+test: $(DEV_STAMP) chromium
+	$(PY) -m pytest -q
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check actors buffer learner rewards launch tests bench
+
+install: $(CPU_STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(CPU_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e '.[cpu]'
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec triton
+	touch $@
+
+# Only the dev extra here: naming `cpu` again would make pip reinstall what we removed above.
+$(DEV_STAMP): $(CPU_STAMP)
+	$(PY) -m pip install -e '.[dev]'
+	touch $@
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "Chromium is missing. Run: sudo apt-get install -y chromium"; exit 1; fi; }

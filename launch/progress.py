@@ -1,0 +1,80 @@
+"""What a run shows while it runs and leaves when it ends: a progress line, W&B, a JSON summary.
+
+Success figures are over finished episodes in the order the launcher collected them from the
+actors (per actor in finishing order; across actors, interleaved by poll), so `success_first_100`
+is the random constrained policy's rate and `success_last_100` the latest one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ray
+from rich.console import Console
+
+
+class Progress:
+    def __init__(self, actors, learner, shards, *, wandb_cfg: dict | None, run_dir: str, config: dict):
+        self.actors, self.learner, self.shards = actors, learner, shards
+        self.outcomes: list[bool] = []
+        self._cursor = [0] * len(actors)
+        self.t0 = time.time()
+        self.console = Console(highlight=False)
+        self.wandb = None
+        if wandb_cfg and wandb_cfg.get("enabled"):
+            import wandb
+
+            mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+            self.wandb = wandb.init(project=wandb_cfg["project"], dir=run_dir, mode=mode, config=config)
+
+    def poll(self) -> dict:
+        new = ray.get([a.outcomes.remote(c) for a, c in zip(self.actors, self._cursor)])
+        for i, chunk in enumerate(new):
+            self._cursor[i] += len(chunk)
+            self.outcomes.extend(chunk)
+        actor_stats = ray.get([a.stats.remote() for a in self.actors])
+        shard_stats = ray.get([s.stats.remote() for s in self.shards])
+        learner = ray.get(self.learner.stats.remote())
+        errors = [s["error"] for s in actor_stats + [learner] if s.get("error")]
+        if errors:
+            raise RuntimeError(f"a component died: {errors}")
+        last = self.outcomes[-100:]
+        first = self.outcomes[:100]
+        return {
+            "minutes": (time.time() - self.t0) / 60,
+            "episodes": len(self.outcomes),
+            "success_first_100": sum(first) / max(len(first), 1),
+            "success_last_100": sum(last) / max(len(last), 1),
+            "policy_version": min(s["policy_version"] for s in actor_stats),
+            "weight_updates": sum(s.get("weight_updates", 0) for s in actor_stats),
+            "env_steps": sum(s.get("steps", 0) for s in actor_stats),
+            "tokens_generated": sum(s.get("tokens", 0) for s in actor_stats),
+            "replay_steps": sum(s["size_steps"] for s in shard_stats),
+            "replay_trajectories": sum(s["size_trajectories"] for s in shard_stats),
+            "learner_step": learner["step"],
+            "learner_loss": learner.get("loss"),
+            "learner_syncs": learner.get("weight_syncs", 0),
+        }
+
+    def show(self, fig: dict) -> None:
+        loss = "-" if fig["learner_loss"] is None else f"{fig['learner_loss']:.3f}"
+        self.console.print(
+            f"[{fig['minutes']:5.1f} min] episodes {fig['episodes']:5d} | success(last 100) "
+            f"{fig['success_last_100']:.2f} | policy v{fig['policy_version']} | replay "
+            f"{fig['replay_steps']} steps | learner step {fig['learner_step']} loss {loss}")
+        if self.wandb is not None:
+            self.wandb.log({k: v for k, v in fig.items() if v is not None}, step=fig["episodes"])
+
+    def summary(self, fig: dict, path: str) -> None:
+        keys = ("episodes", "success_first_100", "success_last_100", "weight_updates", "policy_version",
+                "learner_step", "replay_steps", "env_steps", "tokens_generated", "minutes")
+        out = {k: (round(fig[k], 4) if isinstance(fig[k], float) else fig[k]) for k in keys}
+        with open(path, "w") as f:
+            json.dump({**out, "outcomes": self.outcomes}, f)
+        if self.wandb is not None:
+            self.wandb.summary.update(out)
+            self.wandb.finish()
+        self.console.print(f"summary: {path}")
+        print(json.dumps(out), flush=True)
