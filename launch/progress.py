@@ -21,7 +21,7 @@ class Progress:
         self.outcomes: list[bool] = []
         self._cursor = [0] * len(actors)
         self.t0 = time.time()
-        self.console = Console(highlight=False)
+        self.console = Console(highlight=False, soft_wrap=True)  # one line per update, even in a log
         self.wandb = None
         if wandb_cfg and wandb_cfg.get("enabled"):
             import wandb
