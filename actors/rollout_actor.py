@@ -122,7 +122,7 @@ class RolloutActor:
                 return
             try:
                 fut.set_result(fn(*args))
-            except BaseException as e:  # the caller gets the error; the loop goes on
+            except Exception as e:  # noqa: BLE001 - the caller gets any error; the loop goes on
                 fut.set_exception(e)
 
     def _receive_weights(self, version: int, layout) -> int:
@@ -146,7 +146,7 @@ class RolloutActor:
             envs = [MiniWoBEnv(browser, task=self.env_cfg["task"], ref_mode=self.env_cfg["ref_mode"],
                                max_steps=self.env_cfg["max_steps"])
                     for _ in range(self.rollout["slots"])]
-        except BaseException as e:
+        except Exception as e:  # noqa: BLE001 - re-raised in the constructor
             self._ready.set_exception(e)
             return
         self._ready.set_result(True)

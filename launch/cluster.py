@@ -23,9 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from buffer.service import ShardActor  # noqa: E402
-from launch.progress import Progress  # noqa: E402
-from learner.tiny_model import TinyModelSpec, build_tiny_model  # noqa: E402
+from buffer.service import ShardActor
+from launch.progress import Progress
+from learner.tiny_model import TinyModelSpec, build_tiny_model
+
+
+def container(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True)
 
 
 def project_path(p: str) -> str:
@@ -95,7 +99,6 @@ def build(cfg: DictConfig, run_dir: str) -> System:
         project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,
         grad_accum=cfg.learner.grad_accum, lr=cfg.learner.lr, zero_stage=cfg.learner.zero_stage,
         grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps)
-    container = lambda node: OmegaConf.to_container(node, resolve=True)  # noqa: E731
     learner = ray.remote(Learner).options(name="learner-0", num_cpus=cpus.learner, max_concurrency=4).remote(
         path, addresses, shard_names, ds_config=ds_config, algorithm=container(cfg.algorithm),
         learner=container(cfg.learner), weights=container(cfg.weights), namespace=ns, seed=cfg.seed)
