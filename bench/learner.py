@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
-from learner import deepspeed_setup  # noqa: E402
-from learner.sft import sft_loss  # noqa: E402
+from learner import deepspeed_setup
+from learner.sft import sft_loss
 
 
 def make_model(hidden: int, layers: int, vocab: int, seed: int):
