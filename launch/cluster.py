@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from buffer.service import ShardActor
 from launch.progress import Progress
+from learner.snapshot import latest_snapshot
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 
@@ -49,6 +50,18 @@ def model_path(cfg: DictConfig) -> str:
         return project_path(cfg.model.path)
     spec = TinyModelSpec(**OmegaConf.to_container(cfg.model.tiny))
     return str(build_tiny_model(spec, project_path(cfg.model.cache_dir)))
+
+
+def resume_path(cfg: DictConfig, run_dir: str) -> str | None:
+    """`resume=auto`: the newest complete learner snapshot of any run beside this one (none: a
+    fresh start, as verl's auto mode does); `resume=PATH`: that snapshot."""
+    if not cfg.resume:
+        return None
+    if cfg.resume != "auto":
+        return project_path(cfg.resume)
+    found = latest_snapshot(sorted(Path(run_dir).parent.glob("*/snapshots")))
+    print(json.dumps({"resume": str(found) if found else None}), flush=True)
+    return str(found) if found else None
 
 
 def worker_env(run_dir: str) -> dict:
@@ -101,7 +114,9 @@ def build(cfg: DictConfig, run_dir: str) -> System:
         grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps)
     learner = ray.remote(Learner).options(name="learner-0", num_cpus=cpus.learner, max_concurrency=4).remote(
         path, addresses, shard_names, ds_config=ds_config, algorithm=container(cfg.algorithm),
-        learner=container(cfg.learner), weights=container(cfg.weights), namespace=ns, seed=cfg.seed)
+        learner=container(cfg.learner), weights=container(cfg.weights), namespace=ns,
+        snapshot={**container(cfg.snapshot), "dir": os.path.join(run_dir, "snapshots")},
+        resume_from=resume_path(cfg, run_dir), seed=cfg.seed)
 
     actors = [
         ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, max_concurrency=4).remote(

@@ -9,7 +9,11 @@ Pacing: the learner waits until the replay holds `min_replay_steps` steps, and k
 has sampled within `samples_per_insert` × the steps the replay has stored, so a fast learner
 cannot over-fit the first few successes while the actors are still collecting.
 
-NOT guaranteed (this issue): one rank only; SFT only; no snapshots.
+Snapshots (learner/snapshot.py) every `snapshot.every` steps and at stop. With `resume_from`,
+the learner restores its DeepSpeed state, step, policy version, pacing counter and RNG states,
+and broadcasts its weights before its first step (the actors start from the base model).
+
+NOT guaranteed (this issue): one rank only; SFT only.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import torch
 
 from buffer.client import SampleClient
 from learner import deepspeed_setup
+from learner.snapshot import load_snapshot, save_snapshot
 from learner.sft import collate, sft_loss
 from learner.weight_group import host_store, open_weight_group
 from learner.weight_sender import WeightSender
@@ -32,7 +37,7 @@ from learner.weight_sender import WeightSender
 class Learner:
     def __init__(self, model_path: str, shard_addresses: list[str], shard_names: list[str], *,
                  ds_config: dict, algorithm: dict, learner: dict, weights: dict, namespace: str,
-                 seed: int = 0):
+                 snapshot: dict, resume_from: str | None = None, seed: int = 0):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.manual_seed(seed)
@@ -53,6 +58,14 @@ class Learner:
         self.policy_version = 0
         self._stats = collections.Counter()
         self._last: dict = {}
+        self.snapshot_cfg = dict(snapshot)
+        self._resumed = resume_from is not None
+        if resume_from is not None:
+            state = load_snapshot(resume_from, self.engine)
+            self.step, self.policy_version = state["step"], state["policy_version"]
+            self._stats.update(state["counters"])
+            self.rng.bit_generator.state = state["numpy_rng"]
+            self._last["resumed_from"] = str(resume_from)
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -94,9 +107,19 @@ class Learner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=120)
+        if self.step > 0 and self._error is None:
+            self.save_snapshot()
         for s in self.samplers:
             s.close()
         return self.stats()
+
+    def save_snapshot(self) -> str:
+        state = {"step": self.step, "policy_version": self.policy_version, "counters": dict(self._stats),
+                 "numpy_rng": self.rng.bit_generator.state}
+        path = save_snapshot(self.snapshot_cfg["dir"], self.engine, self.tokenizer, state,
+                             keep=self.snapshot_cfg["keep"])
+        self._last["snapshot"] = str(path)
+        return str(path)
 
     def stats(self) -> dict:
         return dict(self._stats, **self._last, step=self.step, policy_version=self.policy_version,
@@ -104,6 +127,8 @@ class Learner:
 
     def _run(self) -> None:
         try:
+            if self._resumed and self.actors:
+                self.sync_weights()  # the actors started from the base model
             while not self._stop.is_set():
                 counts = self._draw_counts()
                 if counts is None:
@@ -112,6 +137,8 @@ class Learner:
                 self.train_step(counts)
                 if self.actors and self.step % self.cfg["sync_every"] == 0:
                     self.sync_weights()
+                if self.snapshot_cfg["every"] and self.step % self.snapshot_cfg["every"] == 0:
+                    self.save_snapshot()
         except BaseException as e:
             self._error = e
             raise
