@@ -127,11 +127,11 @@ def measure(model_path: Path, repeats: int) -> dict:
     times = {m: [] for m in ("raw", "per_param", "flywheel")}
     version = 0
     for r in range(repeats + 1):  # interleaved; the first round is warm-up
-        for mode in times:
+        for mode, samples in times.items():
             version += 1
             t = once(mode, version)
             if r:
-                times[mode].append(t)
+                samples.append(t)
     here.send(("stop", None))
     proc.join(timeout=60)
     med = {m: statistics.median(v) for m, v in times.items()}
