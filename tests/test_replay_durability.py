@@ -1,0 +1,160 @@
+"""Durability in one process: log + snapshot restore everything acknowledged, torn tails and half
+written snapshots are ignored, ingest goes on while a snapshot is being written."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from buffer import snapshot as snapshot_mod
+from buffer.schema import encode
+from buffer.shard import ReplayShard
+from tests.trajectories import assert_same_trajectory, make_trajectory
+
+pytestmark = pytest.mark.timeout(120)
+
+
+_OPEN: list[ReplayShard] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_shards():
+    yield
+    while _OPEN:
+        _OPEN.pop().close()  # stops each shard's log writer thread
+
+
+def _shard(path, **cfg):
+    config = {"data_dir": str(path), "snapshot_every_s": None, "alpha": 1.0}
+    config.update(cfg)
+    shard = ReplayShard(capacity=cfg.pop("capacity", 1000), config=config)
+    _OPEN.append(shard)
+    return shard
+
+
+def _insert(shard, rng, n, **kw):
+    trajs = [make_trajectory(rng, **kw) for _ in range(n)]
+    for t in trajs:
+        assert shard.insert(encode(t))["status"] == "stored"
+    return trajs
+
+
+def _assert_same_state(a, b):
+    assert a.traj_ids() == b.traj_ids()
+    for tid in a.traj_ids():
+        assert_same_trajectory(a.get(tid), b.get(tid))
+        np.testing.assert_array_equal(a.priorities_of(tid), b.priorities_of(tid))
+    assert a.policy_version == b.policy_version
+    assert a.sampler.total == pytest.approx(b.sampler.total, rel=1e-12)
+    for key in ("size_steps", "stored", "stored_steps", "evicted", "inserts"):
+        assert a.stats()[key] == b.stats()[key], key
+
+
+def _update_some(shard, rng, k=10):
+    ids = shard.traj_ids()
+    chosen = [ids[i] for i in rng.choice(len(ids), size=k, replace=False)]
+    keys = np.concatenate([shard.store.keys(shard.store.get(t).slots) for t in chosen])
+    shard.update_priorities(keys, rng.random(len(keys)) * 5)
+
+
+def test_restart_from_the_log_alone(tmp_path):
+    rng = np.random.default_rng(80)
+    a = _shard(tmp_path, recency_gamma=0.9)
+    _insert(a, rng, 30, policy_version=2)
+    _update_some(a, rng)
+    a.set_policy_version(7)
+    _insert(a, rng, 5, policy_version=7)
+    b = _shard(tmp_path, recency_gamma=0.9)  # `a` never closed: as after kill -9
+    _assert_same_state(a, b)
+    assert b.stats()["restored_trajectories"] == 35
+
+
+def test_restart_from_snapshot_plus_log_with_eviction(tmp_path):
+    rng = np.random.default_rng(81)
+    a = _shard(tmp_path, capacity=40, snapshot_every_inserts=25)
+    _insert(a, rng, 30)
+    assert a.maybe_snapshot()
+    assert a.durability.snapshotter.wait(30) and a.durability.snapshotter.last_error is None
+    _update_some(a, rng)
+    _insert(a, rng, 30)  # evicts 20 of the snapshot's trajectories
+    _update_some(a, rng)
+    b = _shard(tmp_path, capacity=40)
+    _assert_same_state(a, b)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files[0].startswith("log-") and any(f.endswith(".snap") for f in files)
+    # The snapshot covers segment 1, which is deleted; replay used the later segments.
+    assert "log-00000001.seg" not in files
+
+
+def test_periodic_snapshots_compact_the_log(tmp_path):
+    rng = np.random.default_rng(82)
+    a = _shard(tmp_path, capacity=20, snapshot_every_inserts=10)
+    for _ in range(6):
+        _insert(a, rng, 10)
+        a.maybe_snapshot()
+        a.durability.snapshotter.wait(30)
+    snaps = [p for p in tmp_path.iterdir() if p.suffix == ".snap"]
+    segs = [p for p in tmp_path.iterdir() if p.suffix == ".seg"]
+    assert len(snaps) == 1 and len(segs) <= 2  # older snapshots and covered segments are gone
+    b = _shard(tmp_path, capacity=20)
+    _assert_same_state(a, b)
+
+
+def test_torn_tail_and_half_written_snapshot_are_ignored(tmp_path):
+    rng = np.random.default_rng(83)
+    a = _shard(tmp_path)
+    _insert(a, rng, 10)
+    a.maybe_snapshot(force=True)
+    a.durability.snapshotter.wait(30)
+    _insert(a, rng, 5)
+    a.commit()
+    seg = tmp_path / f"log-{a.durability.log.current:08d}.seg"
+    with open(seg, "ab") as f:
+        f.write(b"\x10\x00\x00\x00garbage")  # a record cut short by a crash
+    (tmp_path / "snapshot-00000099.tmp").write_bytes(b"half a snapshot")
+    (tmp_path / "snapshot-00000098.snap").write_bytes(b"\x00\x00")  # renamed but broken
+    b = _shard(tmp_path)
+    _assert_same_state(a, b)
+
+
+def test_ingest_goes_on_while_a_snapshot_is_written(tmp_path, monkeypatch):
+    rng = np.random.default_rng(84)
+    release, entered = threading.Event(), threading.Event()
+    real = snapshot_mod.write_snapshot
+
+    def held(*args, **kwargs):
+        entered.set()
+        assert release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_mod, "write_snapshot", held)
+    a = _shard(tmp_path)
+    first = _insert(a, rng, 10)
+    assert a.maybe_snapshot(force=True)
+    assert entered.wait(30)
+    during = _insert(a, rng, 10)  # the snapshot is stuck in its thread: inserts still succeed
+    _update_some(a, rng)
+    assert not a.maybe_snapshot(force=True)  # one at a time
+    release.set()
+    assert a.durability.snapshotter.wait(30)
+    b = _shard(tmp_path)
+    _assert_same_state(a, b)
+    assert {t.traj_id for t in first + during} == set(b.traj_ids())
+
+
+def test_duplicate_after_restart_is_stored_once(tmp_path):
+    rng = np.random.default_rng(85)
+    a = _shard(tmp_path)
+    (t,) = _insert(a, rng, 1)
+    b = _shard(tmp_path)
+    reply = b.insert(encode(t))
+    assert reply["status"] == "stored" and reply["detail"] == "duplicate"
+    assert b.traj_ids() == [t.traj_id] and b.stats()["duplicates"] == 1
+
+
+def test_without_data_dir_nothing_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shard = ReplayShard(capacity=10)
+    _insert(shard, np.random.default_rng(86), 3)
+    assert shard.durability is None and "durability" not in shard.stats()
+    assert list(tmp_path.iterdir()) == []
