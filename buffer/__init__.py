@@ -1,7 +1,14 @@
-"""Replay buffer room: wire schema, shard storage, ZMQ server and clients.
+"""Replay buffer room: wire schema, replay shards, ZMQ server and clients.
 
-Importing `buffer` loads only the schema (numpy, msgpack); import `buffer.client`,
-`buffer.server`, `buffer.shard` or `buffer.service` for the rest. Never imports torch.
+One concept per module: schema (wire format), config (ReplayConfig), storage (FIFO trajectories
+and step slots), sumtree, sampler (priority^α × recency, IS weights), recency, filters, limiter
+(samples per insert), groups (GRPO), items (sample maps), segment_log + log_writer + snapshot +
+persistence (durability), meters, shard (ReplayShard: the composition), protocol + server
+(ShardServer), client (InsertClient, SampleClient), sharded (clients over S shards), service
+(ShardActor for Ray); `python -m buffer` runs a standalone shard process.
+
+Importing `buffer` loads only the schema (numpy, msgpack); import the modules for the rest.
+Never imports torch.
 """
 
 from buffer.schema import SCHEMA_VERSION, Step, Trajectory, WireError, decode, encode

@@ -9,6 +9,9 @@ Not guaranteed:
   the receiving `decode` rejects them. It only refuses arrays that cannot be represented.
 - Unknown keys in a frame are ignored and are not preserved by a decode/encode round trip.
 - Arrays returned by `decode` are read-only views of the frame's bytes.
+- `screenshot_hash` is optional per step: a frame without it decodes to None, and `encode` leaves
+  the key out when it is None, so frames of writers that never set it are byte-identical to the
+  frames written before the field existed (still schema v1).
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class Step:
     reward: float = 0.0
     done: bool = False
     policy_version: int = 0
+    screenshot_hash: str | None = None  # of the screenshot this step acted on; optional
 
 
 @dataclass(eq=False)
@@ -91,6 +95,8 @@ class Trajectory:
 
 def array_to_bytes(values: Any, dtype: np.dtype, name: str) -> bytes:
     """1-D ints or floats -> raw little-endian bytes; refuses values that would not survive."""
+    if type(values) is np.ndarray and values.dtype == dtype and values.ndim == 1:
+        return values.tobytes()  # already the wire dtype: nothing to check or convert
     arr = np.asarray(values)
     if arr.size == 0:
         return b""
@@ -123,7 +129,7 @@ def bytes_to_array(raw: Any, dtype: np.dtype, name: str) -> np.ndarray:
 
 def _step_to_map(step: Step, i: int) -> dict[str, Any]:
     path = f"steps[{i}]"
-    return {
+    m = {
         "observation": step.observation,
         "prompt_ids": array_to_bytes(step.prompt_ids, INT32, f"{path}.prompt_ids"),
         "response_ids": array_to_bytes(step.response_ids, INT32, f"{path}.response_ids"),
@@ -134,6 +140,9 @@ def _step_to_map(step: Step, i: int) -> dict[str, Any]:
         "done": bool(step.done),
         "policy_version": int(step.policy_version),
     }
+    if step.screenshot_hash is not None:
+        m["screenshot_hash"] = str(step.screenshot_hash)
+    return m
 
 
 def encode(traj: Trajectory) -> bytes:
@@ -204,6 +213,12 @@ class _Reader:
             raise WireError("nan", f"{self.prefix}{key} (not finite: {v})")
         return v
 
+    def optional_string(self, key: str) -> str | None:
+        v = self.m.get(key)
+        if v is not None and not isinstance(v, str):
+            raise self.wrong(key, "str or nil", v)
+        return v
+
     def strings(self, key: str) -> list[str]:
         v = self.get(key)
         if not isinstance(v, list):
@@ -232,6 +247,7 @@ def _decode_step(raw: Any, i: int) -> Step:
         reward=r.real("reward"),
         done=r.boolean("done"),
         policy_version=r.integer("policy_version"),
+        screenshot_hash=r.optional_string("screenshot_hash"),
     )
     n_lp, n_ids = len(step.logprobs), len(step.response_ids)
     if n_lp != n_ids:
@@ -242,6 +258,70 @@ def _decode_step(raw: Any, i: int) -> Step:
     if not np.isfinite(step.logprobs).all():
         raise WireError("nan", f"{path}.logprobs (not all finite)")
     return step
+
+
+def _fast_step(raw: Any) -> Step | None:
+    """The common case, a valid step, checked with as few calls as possible; None when anything
+    is off (the caller then runs `_decode_step`, which names the error). Logprob finiteness is
+    checked once per trajectory by the caller."""
+    if type(raw) is not dict:
+        return None
+    try:
+        obs, act, allowed = raw["observation"], raw["action"], raw["allowed_actions"]
+        p, r, lp = raw["prompt_ids"], raw["response_ids"], raw["logprobs"]
+        reward, done, version = raw["reward"], raw["done"], raw["policy_version"]
+    except KeyError:
+        return None
+    shot = raw.get("screenshot_hash")
+    if (
+        type(obs) is not str
+        or type(act) is not str
+        or type(p) is not bytes
+        or type(r) is not bytes
+        or type(lp) is not bytes
+        or len(p) % 4
+        or len(r) % 4
+        or len(lp) != len(r)
+        or type(done) is not bool
+        or type(version) is not int
+        or type(allowed) is not list
+        or (shot is not None and type(shot) is not str)
+    ):
+        return None
+    for a in allowed:
+        if type(a) is not str:
+            return None
+    if type(reward) is int:
+        reward = float(reward)
+    elif type(reward) is not float or not math.isfinite(reward):
+        return None
+    return Step(
+        obs,
+        np.frombuffer(p, INT32),
+        np.frombuffer(r, INT32),
+        np.frombuffer(lp, FLOAT32),
+        act,
+        allowed,
+        reward,
+        done,
+        version,
+        shot,
+    )
+
+
+def _decode_steps(raw_steps: list) -> list[Step]:
+    steps = []
+    for raw in raw_steps:
+        step = _fast_step(raw)
+        if step is None:
+            break
+        steps.append(step)
+    else:
+        lp = b"".join(raw["logprobs"] for raw in raw_steps)
+        if np.isfinite(np.frombuffer(lp, FLOAT32)).all():
+            return steps
+    # Something is wrong somewhere: the careful path finds it and names it.
+    return [_decode_step(s, i) for i, s in enumerate(raw_steps)]
 
 
 def _decode_map(m: dict) -> Trajectory:
@@ -265,7 +345,7 @@ def _decode_map(m: dict) -> Trajectory:
         env=r.string("env"),
         seed=r.integer("seed"),
         policy_version=r.integer("policy_version"),
-        steps=[_decode_step(s, i) for i, s in enumerate(raw_steps)],
+        steps=_decode_steps(raw_steps),
         reward=r.real("reward"),
         success=r.boolean("success"),
         outcome=outcome,

@@ -1,15 +1,20 @@
 """ShardActor: one replay shard as a long-lived process, for Ray to host.
 
 The launcher wraps it: `ray.remote(ShardActor).options(name="flywheel:shard-0", ...)`. Ray is
-the control plane only (address, stats, stop); trajectories and samples go over the ZMQ server
-this actor starts in a background thread.
+the control plane only (address, stats, snapshot, stop); trajectories, samples and priority
+updates go over the ZMQ server this actor starts in a background thread.
 
-Not guaranteed: nothing survives a restart yet (no persistence), and a restarted actor binds a
-new port unless `port` is fixed, so callers must ask `address()` again after a restart.
+`replay` is a ReplayConfig map (configs/buffer/*.yaml); the explicit capacity / success_only /
+max_frame_bytes arguments override its keys. With `replay["data_dir"]` set, the shard keeps its
+log and snapshots in `<data_dir>/shard-<shard_id>` and a restarted actor restores from there.
+
+Not guaranteed: a restarted actor binds a new port unless `port` is fixed, so callers must ask
+`address()` again after a restart (an InsertClient resends on reconnect only to the same address).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from buffer.schema import DEFAULT_MAX_FRAME_BYTES
@@ -27,9 +32,13 @@ class ShardActor:
         port: int = 0,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         seed: int | None = None,
+        replay: dict[str, Any] | None = None,
     ):
         self.shard_id = shard_id
-        self._shard = ReplayShard(capacity, success_only=success_only, max_frame_bytes=max_frame_bytes)
+        config = dict(replay or {})
+        if config.get("data_dir"):
+            config["data_dir"] = os.path.join(str(config["data_dir"]), f"shard-{shard_id}")
+        self._shard = ReplayShard(capacity, success_only=success_only, max_frame_bytes=max_frame_bytes, config=config)
         self._server = ShardServer(self._shard, host=host, port=port, seed=seed).start()
 
     def address(self) -> str:
@@ -48,6 +57,18 @@ class ShardActor:
         with self._server.lock:
             return self._shard.traj_ids()
 
+    def snapshot(self, wait_s: float | None = None) -> bool:
+        """Start a snapshot now (False without data_dir or while one is being written); with
+        wait_s, also wait that long for it to finish."""
+        with self._server.lock:
+            started = self._shard.maybe_snapshot(force=True)
+        if started and wait_s is not None and self._shard.durability is not None:
+            self._shard.durability.snapshotter.wait(wait_s)
+        return started
+
     def stop(self) -> None:
-        """Stop the ZMQ server (the Ray actor itself stays until killed). Idempotent."""
+        """Stop the ZMQ server and close the log (the Ray actor itself stays until killed).
+        Idempotent."""
         self._server.stop()
+        with self._server.lock:
+            self._shard.close()

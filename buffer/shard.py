@@ -1,161 +1,391 @@
-"""ReplayShard: the storage and bookkeeping of one replay shard, with no networking.
+"""ReplayShard: one replay shard without networking, composed of small parts.
 
-Thin version (issue 2): uniform sampling of steps, FIFO eviction of whole trajectories, a
-success-only filter. Priorities, recency weighting, rate limiting and persistence come later.
+  decode (schema) → duplicate check → filters → staleness gate → rate limiter → log (persistence)
+  → storage (FIFO, slots) → sampler (sum trees: priority^α × recency) → groups (GRPO)
+
+Defaults (no config) give the thin shard: uniform sampling over stored steps, FIFO eviction of
+whole trajectories, optional success-only filter, everything in memory.
 
 Not guaranteed:
 - Thread safety: callers serialize access (ShardServer holds a lock around every call).
-- Durability: everything lives in memory and is gone when the process ends.
 - Idempotence on traj_id holds only while the first copy is stored: once evicted, the same
   traj_id is stored again. A duplicate of a filtered trajectory is filtered (and counted) again.
-- Sampling cost: O(stored trajectories) for the first sample after an insert or eviction.
+- With `data_dir`, an insert is durable once `commit()` returned (`insert(sync=True)`, the
+  default, commits at once; the server inserts with sync=False and replies once the log writer
+  has made the batch durable). Without `data_dir` nothing survives the process.
+- `sample()` items keep the thin shard's keys (loss_weight is the importance weight, 1.0 by
+  default); keys, probabilities and priorities travel beside them on the returned SampleItems.
 """
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
 
-from buffer.schema import DEFAULT_MAX_FRAME_BYTES, Trajectory, WireError, decode
+from buffer.config import ReplayConfig
+from buffer.filters import SUCCESS_ONLY, Filters
+from buffer.groups import GroupIndex
+from buffer.items import SampleItems, group_item, step_item
+from buffer.limiter import RateLimiter
+from buffer.meters import RateMeter, RunningMean
+from buffer.persistence import Durability
+from buffer.recency import Recency
+from buffer.sampler import PrioritizedSampler
+from buffer.schema import Trajectory, WireError, decode, encode
+from buffer.storage import TrajectoryStore
 
-SUCCESS_ONLY = "success_only"
+STALE = "stale"
+_RESTORE_MAX_FRAME = 1 << 40  # frames in our own log were checked once already
+__all__ = ["STALE", "SUCCESS_ONLY", "ReplayShard", "SampleItems"]
 
 
 class ReplayShard:
     def __init__(
         self,
-        capacity: int,
-        success_only: bool = False,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        capacity: int | None = None,
+        success_only: bool | None = None,
+        max_frame_bytes: int | None = None,
+        config: ReplayConfig | dict[str, Any] | None = None,
     ):
-        """capacity: most trajectories kept; the oldest stored is evicted first."""
-        if capacity < 1:
-            raise ValueError(f"capacity must be >= 1, got {capacity}")
-        self.capacity = capacity
-        self.success_only = success_only
-        self.max_frame_bytes = max_frame_bytes
-        self._trajs: OrderedDict[str, Trajectory] = OrderedDict()  # insertion order = FIFO order
-        self._num_steps = 0
-        self._index: tuple[list[Trajectory], np.ndarray] | None = None  # (trajs, cumulative steps)
-        self._inserts = 0
-        self._stored = 0
-        self._stored_steps = 0  # steps ever stored (the rate limiter's insert count)
-        self._duplicates = 0
-        self._evicted = 0
-        self._samples = 0
+        """Explicit capacity / success_only / max_frame_bytes override the same keys of config."""
+        cfg = config if isinstance(config, ReplayConfig) else ReplayConfig.from_dict(config)
+        explicit = {"capacity": capacity, "success_only": success_only, "max_frame_bytes": max_frame_bytes}
+        cfg = ReplayConfig.from_dict(cfg.to_dict(), **{k: v for k, v in explicit.items() if v is not None})
+        self.config = cfg
+        self.capacity, self.success_only, self.max_frame_bytes = cfg.capacity, cfg.success_only, cfg.max_frame_bytes
+        self.store = TrajectoryStore(cfg.capacity)
+        self.recency = Recency(cfg.recency_gamma, cfg.recency_power, cfg.recency_window, cfg.max_staleness, cfg.rebase_every)
+        self.sampler = PrioritizedSampler(cfg.alpha, cfg.beta, self.recency, cfg.initial_priority)
+        self.filters = Filters(cfg.success_only, cfg.same_screenshot, cfg.min_token_length, cfg.min_steps, cfg.drop_empty)
+        self.limiter = (
+            RateLimiter(cfg.samples_per_insert, cfg.min_size_to_sample, cfg.error_buffer)
+            if cfg.samples_per_insert is not None
+            else None
+        )
+        self.groups = GroupIndex(cfg.group_size) if cfg.group_size is not None else None
+        self.counters: Counter[str] = Counter()
         self._filtered: Counter[str] = Counter()
+        self._filtered_steps: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self._insert_rate, self._sample_rate = RateMeter(), RateMeter()
+        self._staleness = RunningMean()
+        self.durability: Durability | None = None
+        self._last_capture_ms: float | None = None
+        if cfg.data_dir is not None:
+            self.durability = Durability(
+                cfg.data_dir,
+                segment_bytes=cfg.segment_bytes,
+                fsync=cfg.fsync,
+                snapshot_every_s=cfg.snapshot_every_s,
+                snapshot_every_inserts=cfg.snapshot_every_inserts,
+            )
+            self._restore()
 
     def __len__(self) -> int:
-        return len(self._trajs)
+        return len(self.store)
 
     @property
     def num_steps(self) -> int:
-        return self._num_steps
+        return self.store.num_steps
 
-    def insert(self, frame: bytes) -> dict[str, Any]:
-        """Decode, filter and store one frame. Returns the contract's insert reply map.
+    @property
+    def policy_version(self) -> int:
+        return self.sampler.newest
 
-        `seq` is this shard's running count of insert requests, this one included.
-        """
-        self._inserts += 1
-        reply: dict[str, Any] = {
-            "status": "error",
-            "traj_id": None,
-            "filter": None,
-            "error": None,
-            "detail": None,
-            "seq": self._inserts,
-        }
+    # --- insert ---
+
+    def insert(self, frame: bytes, *, sync: bool = True) -> dict[str, Any]:
+        """Decode, filter and store one frame. Returns the insert reply map: status "stored",
+        "filtered", "error" (with a named error) or "retry" (rate limited; nothing counted).
+        `seq` is this shard's running count of insert requests, this one included."""
+        c = self.counters
+        reply: dict[str, Any] = {"status": "error", "traj_id": None, "filter": None, "error": None, "detail": None}
         try:
             traj = decode(frame, self.max_frame_bytes)
         except WireError as err:
+            c["inserts"] += 1
             self._rejected[err.code] += 1
-            reply.update(traj_id=err.traj_id, error=err.code, detail=str(err))
+            reply.update(traj_id=err.traj_id, error=err.code, detail=str(err), seq=c["inserts"])
             return reply
         reply["traj_id"] = traj.traj_id
-        if traj.traj_id in self._trajs:
-            self._duplicates += 1
-            reply.update(status="stored", detail="duplicate")
+        if traj.traj_id in self.store:
+            c["inserts"] += 1
+            c["duplicates"] += 1
+            reply.update(status="stored", detail="duplicate", seq=c["inserts"])
             return reply
-        if self.success_only and not traj.success:
-            self._filtered[SUCCESS_ONLY] += 1
-            reply.update(status="filtered", filter=SUCCESS_ONLY)
+        result = self.filters.apply(traj)
+        reason = result.reason
+        if reason is None and self.recency.is_stale(max(s.policy_version for s in result.traj.steps), self.policy_version):
+            reason = STALE
+        if reason is None and self.limiter is not None:
+            k = len(result.traj.steps)
+            if not self.limiter.can_insert(k) and not self.limiter.must_force(k):
+                c["blocked_inserts"] += 1
+                reply.update(status="retry", detail="rate_limited", seq=c["inserts"])
+                return reply
+        c["inserts"] += 1
+        reply["seq"] = c["inserts"]
+        self._filtered_steps.update(result.dropped_steps)
+        if reason is not None:
+            self._filtered[reason] += 1
+            reply.update(status="filtered", filter=reason)
             return reply
-        self._store(traj)
+        stored = result.traj
+        priority = self.sampler.default_priority()
+        if self.durability is not None:
+            self.durability.log_insert(frame if stored is traj else encode(stored), priority)
+            if sync:
+                self.durability.commit()
+        self._store(stored, priority)
         reply["status"] = "stored"
         return reply
 
-    def _store(self, traj: Trajectory) -> None:
-        self._trajs[traj.traj_id] = traj
-        self._num_steps += len(traj.steps)
-        self._stored += 1
-        self._stored_steps += len(traj.steps)
-        while len(self._trajs) > self.capacity:
-            _, old = self._trajs.popitem(last=False)
-            self._num_steps -= len(old.steps)
-            self._evicted += 1
-        self._index = None
+    def _store(self, traj: Trajectory, priority: float | np.ndarray) -> None:
+        record, evicted = self.store.add(traj)
+        for old in evicted:
+            self.sampler.remove(old.slots)
+            if self.groups is not None:
+                self.groups.remove(old)
+            if self.limiter is not None:
+                self.limiter.on_delete(len(old.slots))
+        self.sampler.add(record.slots, [s.policy_version for s in traj.steps], priority)
+        if self.groups is not None:
+            self.groups.add(record)
+        if self.limiter is not None:
+            self.limiter.on_insert(len(record.slots))
+        c = self.counters
+        c["stored"] += 1
+        c["stored_steps"] += len(record.slots)
+        c["evicted"] += len(evicted)
+        self._insert_rate.add()
 
-    def sample(self, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-        """n steps drawn uniformly over all stored steps, with replacement; [] when empty.
+    def commit(self) -> None:
+        """Make every insert and priority update so far durable (no-op without data_dir)."""
+        if self.durability is not None:
+            self.durability.commit()
 
-        Items are the contract's sample maps (arrays as little-endian bytes).
-        """
+    # --- sampling ---
+
+    def set_policy_version(self, version: int) -> None:
+        """Tell the shard the learner's newest policy version V (it never moves back)."""
+        if version > self.sampler.newest:
+            self.sampler.set_newest(version)
+            if self.durability is not None:
+                self.durability.log_version(version)
+
+    def can_sample(self, n: int) -> bool:
+        return self.limiter is None or self.limiter.can_sample(n)
+
+    def sample(self, n: int, rng: np.random.Generator) -> SampleItems:
+        """n steps drawn with probability ∝ priority^α × recency (uniform by default), with
+        replacement. Empty with status "empty" when nothing is drawable, "retry" when the rate
+        limiter says wait. Items are the contract's sample maps (arrays as little-endian bytes)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        if not self._trajs:
-            return []
-        if self._index is None:
-            trajs = list(self._trajs.values())
-            self._index = (trajs, np.cumsum([len(t.steps) for t in trajs]))
-        trajs, cum = self._index
-        flat = rng.integers(0, self._num_steps, size=n)
-        which = np.searchsorted(cum, flat, side="right")
-        items = []
-        for t_i, f in zip(which.tolist(), flat.tolist()):
-            traj = trajs[t_i]
-            step_index = f - (int(cum[t_i]) - len(traj.steps))
-            step = traj.steps[step_index]
-            items.append(
-                {
-                    "traj_id": traj.traj_id,
-                    "step_index": step_index,
-                    "prompt_ids": step.prompt_ids.tobytes(),
-                    "response_ids": step.response_ids.tobytes(),
-                    "logprobs": step.logprobs.tobytes(),
-                    "action": step.action,
-                    "reward": step.reward,
-                    "return": traj.reward,
-                    "success": traj.success,
-                    "policy_version": step.policy_version,
-                    "loss_weight": 1.0,
-                }
-            )
-        self._samples += n
-        return items
+        out = SampleItems()
+        if not self.can_sample(n):
+            self.counters["blocked_samples"] += 1
+            out.status = "retry"
+            return out
+        slots, probs, weights = self.sampler.sample(n, rng)
+        if len(slots) == 0:
+            out.status = "empty"
+            return out
+        steps_idx = self.store.step_indices(slots).tolist()
+        for slot, si, w in zip(slots.tolist(), steps_idx, weights.tolist()):
+            out.append(step_item(self.store.record_of(slot).traj, si, w))
+        out.keys, out.probabilities, out.weights = self.store.keys(slots), probs, weights
+        out.priorities = self.sampler.priorities(slots)
+        self._after_sample(n, self.sampler.versions(slots))
+        return out
+
+    def _after_sample(self, n_steps: int, versions: np.ndarray) -> None:
+        if self.limiter is not None:
+            self.limiter.on_sample(n_steps)
+        self.counters["samples"] += n_steps
+        self._sample_rate.add(n_steps)
+        self._staleness.add_batch(self.policy_version - versions)
+
+    def sample_groups(self, n: int, rng: np.random.Generator) -> tuple[str, list[dict[str, Any]]]:
+        """(status, groups): n complete groups drawn ∝ their leaf (buffer/groups.py), each
+        {"group_id", "frames" (wire frames of its trajectories), "keys" (int64 LE bytes per
+        trajectory, one key per step), "probability", "weight"}."""
+        if self.groups is None:
+            raise ValueError("group sampling is off (set group_size)")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        g_idx, probs, weights = self.groups.sample(n, rng, self.sampler, self.config.beta)
+        if len(g_idx) == 0:
+            return "empty", []
+        members = [self.groups.members(g) for g in g_idx.tolist()]
+        n_steps = sum(len(r.slots) for ms in members for r in ms)
+        if not self.can_sample(n_steps):
+            self.counters["blocked_samples"] += 1
+            return "retry", []
+        out = [
+            group_item(self.groups.group_id(g), ms, [self.store.keys(r.slots) for r in ms], p, w)
+            for g, ms, p, w in zip(g_idx.tolist(), members, probs.tolist(), weights.tolist())
+        ]
+        self._after_sample(n_steps, np.concatenate([self.sampler.versions(r.slots) for ms in members for r in ms]))
+        return "ok", out
+
+    # --- priorities ---
+
+    def update_priorities(self, keys: np.ndarray, priorities: np.ndarray, *, sync: bool = True) -> dict[str, Any]:
+        """Set new priorities by sample key. Keys of evicted steps are skipped and counted."""
+        keys = np.asarray(keys, dtype=np.int64)
+        priorities = np.asarray(priorities, dtype=np.float64)
+        if keys.shape != priorities.shape or keys.ndim != 1:
+            raise ValueError(f"keys and priorities must be 1-D of one length, got {keys.shape}, {priorities.shape}")
+        if not np.isfinite(priorities).all() or (priorities < 0).any():
+            raise ValueError("priorities must be finite and >= 0")
+        slots, valid = self.store.resolve(keys)
+        slots, priorities = slots[valid], priorities[valid]
+        stale = int((~valid).sum())
+        self.counters["priority_updates"] += len(slots)
+        self.counters["stale_keys"] += stale
+        if len(slots):
+            if self.durability is not None:
+                ids = [self.store.record_of(s).traj.traj_id for s in slots.tolist()]
+                self.durability.log_priorities(ids, self.store.step_indices(slots), priorities)
+                if sync:
+                    self.durability.commit()
+            self.sampler.update(slots, priorities)
+            if self.groups is not None:
+                self.groups.touch_slots(slots)
+        return {"status": "ok", "updated": len(slots), "stale": stale}
+
+    def priorities_of(self, traj_id: str) -> np.ndarray | None:
+        record = self.store.get(traj_id)
+        return None if record is None else self.sampler.priorities(record.slots)
+
+    # --- lookups and stats ---
 
     def get(self, traj_id: str) -> Trajectory | None:
-        return self._trajs.get(traj_id)
+        record = self.store.get(traj_id)
+        return None if record is None else record.traj
 
     def traj_ids(self) -> list[str]:
         """Stored traj_ids, oldest first."""
-        return list(self._trajs)
+        return self.store.traj_ids()
+
+    def priority_mass(self) -> float:
+        return self.sampler.mass()
+
+    def info(self) -> dict[str, Any]:
+        """What a sharded sampling client needs to split a batch across shards."""
+        min_a = self.sampler.min_a()
+        return {
+            "mass": self.sampler.mass(),
+            "min_a": min_a if np.isfinite(min_a) else None,
+            "size_steps": self.num_steps,
+            "policy_version": self.policy_version,
+            "gamma": self.recency.gamma if self.recency.exponential else None,
+            "group_mass": self.groups.mass(self.sampler) if self.groups is not None else None,
+        }
 
     def stats(self) -> dict[str, Any]:
-        """A fresh dict (safe to hand to another thread). Counters are totals since creation."""
-        return {
-            "size_trajectories": len(self._trajs),
-            "size_steps": self._num_steps,
+        """A fresh dict (safe to hand to another thread). Counters are totals since creation
+        (or since the snapshot a restart restored)."""
+        c = self.counters
+        stats = {
+            "size_trajectories": len(self.store),
+            "size_steps": self.num_steps,
             "capacity": self.capacity,
-            "inserts": self._inserts,
-            "stored": self._stored,
-            "stored_steps": self._stored_steps,
-            "duplicates": self._duplicates,
             "filtered": dict(self._filtered),
+            "filtered_steps": dict(self._filtered_steps),
             "rejected": dict(self._rejected),
-            "samples": self._samples,
-            "evicted": self._evicted,
+            "inserts_per_s": self._insert_rate.rate(),
+            "samples_per_s": self._sample_rate.rate(),
+            "mean_staleness": self._staleness.mean,
+            "last_staleness": self._staleness.last,
+            "priority_mass": self.sampler.mass(),
+            "policy_version": self.policy_version,
+            "sampler_rebuilds": self.sampler.rebuilds,
         }
+        for key in ("inserts", "stored", "stored_steps", "duplicates", "samples", "evicted"):
+            stats[key] = c[key]
+        for key in ("blocked_inserts", "blocked_samples", "priority_updates", "stale_keys"):
+            stats[key] = c[key]
+        if self.limiter is not None:
+            stats["limiter"] = self.limiter.state()
+        if self.groups is not None:
+            stats["groups"] = len(self.groups)
+            stats["groups_complete"] = self.groups.num_complete
+        if self.durability is not None:
+            stats["durability"] = dict(
+                self.durability.stats(),
+                snapshot_capture_ms_last=self._last_capture_ms,
+                snapshot_capture_ms_max=c["snapshot_capture_us_max"] / 1000,
+            )
+            stats["restored_trajectories"] = c["restored_trajectories"]
+        return stats
+
+    # --- durability ---
+
+    def maybe_snapshot(self, force: bool = False) -> bool:
+        """Start a background snapshot when one is due (or `force`). Call under the lock."""
+        d = self.durability
+        if d is None or not (force or d.snapshot_due()):
+            return False
+        header = {
+            "counters": dict(self.counters),
+            "filtered": dict(self._filtered),
+            "filtered_steps": dict(self._filtered_steps),
+            "rejected": dict(self._rejected),
+            "newest": self.sampler.newest,
+            "ref": self.recency.ref,
+            "max_priority": self.sampler.max_priority,
+            "limiter": self.limiter.state() if self.limiter is not None else None,
+        }
+        t0 = time.perf_counter()
+        started = d.start_snapshot(header, self.store.records(), self.sampler.snapshot_priorities())
+        ms = 1000 * (time.perf_counter() - t0)  # how long the view capture held the serving thread
+        self.counters["snapshot_capture_us_max"] = max(self.counters["snapshot_capture_us_max"], int(1000 * ms))
+        self._last_capture_ms = ms
+        return started
+
+    def close(self) -> None:
+        if self.durability is not None:
+            self.durability.close()
+
+    def _restore(self) -> None:
+        header, items, records = self.durability.restore()
+        if header is not None:
+            self.counters.update(header.get("counters", {}))
+            self._filtered.update(header.get("filtered", {}))
+            self._filtered_steps.update(header.get("filtered_steps", {}))
+            self._rejected.update(header.get("rejected", {}))
+            self.recency.ref = int(header.get("ref", 0))
+            self.sampler.set_newest(int(header.get("newest", 0)))
+            self.sampler.max_priority = float(header.get("max_priority", 1.0))
+            if self.limiter is not None and header.get("limiter"):
+                self.limiter.restore(header["limiter"])
+            # The snapshot's counters already count its trajectories: store them silently.
+            saved = Counter(self.counters)
+            for frame, prios in items:
+                self._store(decode(frame, _RESTORE_MAX_FRAME), prios)
+            self.counters = saved
+            if self.limiter is not None:
+                self.limiter.restore(header.get("limiter") or {})
+        for rec in records:
+            kind = rec.get("kind")
+            if kind == "ins":
+                traj = decode(rec["frame"], _RESTORE_MAX_FRAME)
+                if traj.traj_id not in self.store:
+                    self.counters["inserts"] += 1
+                    self._store(traj, rec["prio"])
+            elif kind == "pri":
+                steps = np.frombuffer(rec["steps"], "<i4")
+                prios = np.frombuffer(rec["prio"], "<f8")
+                for traj_id, step, p in zip(rec["ids"], steps.tolist(), prios.tolist()):
+                    record = self.store.get(traj_id)
+                    if record is not None and step < len(record.slots):
+                        self.sampler.update(record.slots[step : step + 1], np.array([p]))
+            elif kind == "ver":
+                self.sampler.set_newest(int(rec["v"]))
+        self.counters["restored_trajectories"] = len(self.store)
+        self._insert_rate = RateMeter()  # replayed inserts are not ingest

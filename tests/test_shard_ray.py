@@ -52,3 +52,33 @@ def test_shard_actor_under_ray(ray_cluster):
         assert not ray.get(shard.stats.remote(), timeout=30)["serving"]
     finally:
         ray.kill(shard)
+
+
+def test_durable_prioritized_shard_actor_survives_a_kill(ray_cluster, tmp_path):
+    rng = np.random.default_rng(4)
+    actor_cls = ray.remote(num_cpus=0)(ShardActor)
+    replay = {"alpha": 1.0, "beta": 0.5, "recency_gamma": 0.9, "data_dir": str(tmp_path), "snapshot_every_s": None}
+    first = actor_cls.remote(1, 100, False, replay=replay)
+    second = None
+    try:
+        address = ray.get(first.address.remote(), timeout=60)
+        trajs = [make_trajectory(rng) for _ in range(12)]
+        with InsertClient(address, window=4, timeout_s=30) as client:
+            for t in trajs[:8]:
+                client.insert(t)
+            client.flush()
+            assert ray.get(first.snapshot.remote(wait_s=30), timeout=60) is True
+            for t in trajs[8:]:
+                client.insert(t)
+            client.flush()
+        stats = ray.get(first.stats.remote(), timeout=30)
+        assert stats["priority_mass"] > 0 and stats["durability"]["snapshots"] == 1
+        assert (tmp_path / "shard-1").is_dir()
+        ray.kill(first)  # no clean shutdown: the log and the snapshot must carry everything
+        second = actor_cls.remote(1, 100, False, replay=replay)
+        assert ray.get(second.traj_ids.remote(), timeout=60) == [t.traj_id for t in trajs]
+        assert ray.get(second.stats.remote(), timeout=30)["restored_trajectories"] == 12
+    finally:
+        ray.kill(first)
+        if second is not None:
+            ray.kill(second)

@@ -1,4 +1,5 @@
-"""Builders of valid random trajectories for tests (any room may use them).
+"""Builders of valid random trajectories for tests (any room may use them), and the chi-square
+check the sampling tests share.
 
 from tests.trajectories import make_trajectory, wire_map
 """
@@ -56,6 +57,20 @@ def make_trajectory(
         outcome="correct" if success else "incorrect",
         created_at=1_700_000_000.0 + float(rng.integers(1_000_000)),
     )
+
+
+def chi_square(observed: np.ndarray, expected_p: np.ndarray) -> tuple[float, float]:
+    """(Pearson statistic, critical value at significance 0.001) for observed counts against
+    expected probabilities. Without scipy: the critical value is Wilson–Hilferty's approximation
+    of the chi-square quantile (within ~1 % for df >= 3 at this level)."""
+    observed = np.asarray(observed, dtype=np.float64)
+    expected = np.asarray(expected_p, dtype=np.float64) * observed.sum()
+    assert (expected > 0).all(), "every category needs a positive expectation"
+    stat = float(((observed - expected) ** 2 / expected).sum())
+    df = len(observed) - 1
+    z = 3.090232  # standard normal quantile at 0.999
+    crit = df * (1 - 2 / (9 * df) + z * np.sqrt(2 / (9 * df))) ** 3
+    return stat, float(crit)
 
 
 def wire_map(traj: Trajectory) -> dict:
