@@ -52,6 +52,14 @@ def model_path(cfg: DictConfig) -> str:
     return str(build_tiny_model(spec, project_path(cfg.model.cache_dir)))
 
 
+def replay_config(cfg: DictConfig) -> dict:
+    """The shards' ReplayConfig: configs/buffer/ less the shard count; data_dir from the project root."""
+    replay = {k: v for k, v in container(cfg.buffer).items() if k != "shards"}
+    if replay.get("data_dir"):
+        replay["data_dir"] = project_path(replay["data_dir"])
+    return replay
+
+
 def resume_path(cfg: DictConfig, run_dir: str) -> str | None:
     """`resume=auto`: the newest complete learner snapshot of any run beside this one (none: a
     fresh start, as verl's auto mode does); `resume=PATH`: that snapshot."""
@@ -103,7 +111,8 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     shard_names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
     shards = [
         ray.remote(ShardActor).options(name=n, num_cpus=cpus.shard, max_concurrency=4).remote(
-            shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host)
+            shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host,
+            replay=replay_config(cfg))
         for i, n in enumerate(shard_names)
     ]
     addresses = ray.get([s.address.remote() for s in shards])
