@@ -55,6 +55,8 @@ class Progress:
             "replay_trajectories": sum(s["size_trajectories"] for s in shard_stats),
             "learner_step": learner["step"],
             "learner_loss": learner.get("loss"),
+            **{f"learner_{k}": learner.get(k) for k in
+               ("lr", "grad_norm", "tokens_per_s", "samples_per_s", "staleness", "sync_s")},
             "learner_syncs": learner.get("weight_syncs", 0),
         }
 

@@ -28,8 +28,8 @@ import torch
 
 from buffer.client import SampleClient
 from learner import deepspeed_setup
-from learner.snapshot import load_snapshot, save_snapshot
 from learner.sft import collate, sft_loss
+from learner.snapshot import load_snapshot, save_snapshot
 from learner.weight_group import host_store, open_weight_group
 from learner.weight_sender import WeightSender
 
@@ -173,8 +173,10 @@ class Learner:
         dt = time.perf_counter() - t0
         versions = [it["policy_version"] for it in items]
         self._stats["sampled"] += len(items)
-        self._stats["tokens"] += int(mask.sum())
+        tokens = int(mask.sum())
+        self._stats["tokens"] += tokens
         self._last.update(loss=float(loss), lr=float(self.scheduler.get_last_lr()[0]),
                           grad_norm=float(self.engine.get_global_grad_norm() or 0.0),
-                          step_s=dt, staleness=self.policy_version - float(np.mean(versions)))
+                          step_s=dt, tokens_per_s=tokens / dt, samples_per_s=len(items) / dt,
+                          staleness=self.policy_version - float(np.mean(versions)))
         return float(loss)
