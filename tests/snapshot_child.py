@@ -5,6 +5,7 @@ next two losses. Losses are printed as float.hex() so the comparison is bit for 
 import os
 import signal
 import sys
+from pathlib import Path
 
 import torch
 
@@ -12,7 +13,6 @@ from learner import deepspeed_setup
 from learner.sft import sft_loss
 from learner.snapshot import latest_snapshot, load_snapshot, save_snapshot
 from learner.tiny_model import TinyModelSpec, build_tiny_model
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
