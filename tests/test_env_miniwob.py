@@ -248,7 +248,7 @@ def _chromium_descendants(root: int) -> list[int]:
 
 
 def test_browser_closes_cleanly():
-    # Own thread: a thread runs one sync Playwright at a time and the module's browser may be up.
+    # From another thread: a handle may be started, used and closed from any thread.
     before = set(_chromium_descendants(os.getpid()))
 
     def run():
