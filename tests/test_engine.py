@@ -54,3 +54,75 @@ def test_choice_constraint_and_masked_logprobs(engine):
         assert all(lp <= 0.0 for lp in g.logprobs)
     # Under the mask the closing tokens are forced: their logprob is exactly 0.
     assert any(lp == 0.0 for g in gens for lp in g.logprobs)
+
+
+# ---- the GPU backend (AsyncLLM); skipped without CUDA ------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(scope="module")
+def gpu_engine(model_path):
+    from actors.engine import make_engine
+
+    engine = make_engine(model_path, backend="gpu", dtype="float32", max_model_len=1024,
+                         enforce_eager=True, gpu_memory_utilization=0.3)
+    yield engine
+    engine.close()
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_logprobs_match_hf_and_choice_is_kept(gpu_engine, model_path):
+    hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    prompt = gpu_engine.chat_prompt_ids(PROMPT)
+    gen = gpu_engine.generate([prompt], [None], temperature=1.0, max_tokens=8)[0]
+    assert gen.logprobs == pytest.approx(hf_logprobs(hf, prompt, gen.token_ids), abs=1e-3)
+    choices = ['click("okay")', 'click("Cancel")']
+    rids = [gpu_engine.submit(prompt, choices, temperature=1.0, max_tokens=24) for _ in range(8)]
+    done = {}
+    while len(done) < len(rids):
+        done.update(gpu_engine.step())
+    assert set(done) == set(rids) and all(g.text in choices for g in done.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (NCCL between trainer and engine)")
+def test_gpu_weights_over_the_weight_transfer_engine(gpu_engine, model_path):
+    import socket
+
+    from vllm.distributed.weight_transfer.base import ModuleSource
+    from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo, NCCLTrainerWeightTransferEngine
+
+    class Client:  # what a learner-side VLLMWeightSyncClient does for one rollout engine
+        version = 1
+
+        def init_weight_transfer_engine(self, init_info):
+            gpu_engine.init_weight_transfer(init_info)
+
+        def start_weight_update(self):
+            gpu_engine.start_weight_update()
+
+        def update_weights(self, update_info):
+            gpu_engine.update_weights(update_info)
+
+        def finish_weight_update(self, weight_version=None):
+            gpu_engine.finish_weight_update(self.version)
+
+    torch.cuda.set_device(1)  # the engine's worker has GPU 0
+    hf = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).cuda()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    trainer = NCCLTrainerWeightTransferEngine.trainer_init(
+        NCCLTrainerInitInfo(master_address="127.0.0.1", master_port=port, world_size=2, rank=0),
+        client=Client(), source=ModuleSource(hf))
+    trainer.send_weights()
+    assert gpu_engine.policy_version == 1
+    prompt = gpu_engine.chat_prompt_ids(PROMPT)
+    gen = gpu_engine.generate([prompt], [None], temperature=1.0, max_tokens=8)[0]
+    assert gen.logprobs == pytest.approx(hf_logprobs(hf.cpu(), prompt, gen.token_ids), abs=1e-3)
