@@ -6,14 +6,13 @@ import hashlib
 import os
 import re
 import signal
-from contextlib import suppress
 
-import psutil
 import pytest
 
 from actors.env.browser import CHROMIUM, launch_browser
 from actors.env.miniwob import AsyncMiniWoBEnv, MiniWoBEnv
 from actors.env.slot import EnvSlot
+from tests.chromium_processes import browser_pids
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -26,17 +25,6 @@ def browser():
     handle = launch_browser()
     yield handle
     handle.close()
-
-
-def browser_pids() -> list[int]:
-    """Main Chromium processes started from this process (renderers etc. carry --type=)."""
-    pids = []
-    for p in psutil.Process().children(recursive=True):
-        with suppress(psutil.Error):
-            cmd = p.cmdline()
-            if cmd and "chromium" in cmd[0] and not any(a.startswith("--type=") for a in cmd):
-                pids.append(p.pid)
-    return pids
 
 
 def own_browser():

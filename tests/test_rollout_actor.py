@@ -9,10 +9,8 @@ arrange: pause the actor, let the pages settle, and look at the slots.
 import os
 import signal
 import time
-from contextlib import suppress
 from pathlib import Path
 
-import psutil
 import pytest
 from omegaconf import OmegaConf
 
@@ -21,6 +19,7 @@ from actors.rollout_actor import RolloutActor
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard
 from learner.tiny_model import TinyModelSpec, build_tiny_model
+from tests.chromium_processes import browser_pids, browsers_gone
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 8
@@ -64,7 +63,7 @@ def make_actor(model_path, server):
     LIVE.clear()
     for actor in actors:
         actor.stop()
-    assert browser_pids() == [], "a Chromium outlived its actor"
+    assert browsers_gone() == [], "a Chromium outlived its actor"
 
 
 LIVE: list[RolloutActor] = []  # actors of the running test, checked while waiting
@@ -80,17 +79,6 @@ def wait_for(predicate, timeout_s: float, what: str):
         assert not errors, f"the actor died while waiting for {what}: {errors}"
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def browser_pids() -> list[int]:
-    """Main Chromium processes started from this process (renderers etc. carry --type=)."""
-    pids = []
-    for p in psutil.Process().children(recursive=True):
-        with suppress(psutil.Error):
-            cmd = p.cmdline()
-            if cmd and "chromium" in cmd[0] and not any(a.startswith("--type=") for a in cmd):
-                pids.append(p.pid)
-    return pids
 
 
 def stored(server) -> list:
