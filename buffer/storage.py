@@ -55,10 +55,6 @@ class TrajectoryStore:
     def __iter__(self) -> Iterator[Record]:
         return iter(self._records.values())
 
-    @property
-    def slot_high_water(self) -> int:
-        return self._high
-
     def get(self, traj_id: str) -> Record | None:
         return self._records.get(traj_id)
 
