@@ -13,9 +13,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+SCHEDULES = ("constant_with_warmup", "cosine")
+
+
 def load_config(path: str, *, micro_batch: int, grad_accum: int, lr: float, zero_stage: int,
-                grad_clip: float, warmup_steps: int) -> dict:
-    """The JSON file under configs/deepspeed/, with the fields our Hydra config owns set."""
+                grad_clip: float, warmup_steps: int, schedule: str = "constant_with_warmup",
+                total_steps: int | None = None, min_lr_ratio: float = 0.0) -> dict:
+    """The JSON file under configs/deepspeed/, with the fields our Hydra config owns set.
+    schedule: constant_with_warmup (DeepSpeed's WarmupLR: linear warm-up, then constant) or
+    cosine (WarmupCosineLR: warm-up, then cosine decay to min_lr_ratio × lr at total_steps)."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"learner.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "cosine" and not total_steps:
+        raise ValueError("learner.schedule=cosine needs learner.total_steps > 0")
     with open(path) as f:
         cfg = json.load(f)
     cfg["train_micro_batch_size_per_gpu"] = micro_batch
@@ -24,8 +34,13 @@ def load_config(path: str, *, micro_batch: int, grad_accum: int, lr: float, zero
     cfg.setdefault("zero_optimization", {})["stage"] = zero_stage
     cfg["gradient_clipping"] = grad_clip
     cfg.setdefault("optimizer", {"type": "AdamW", "params": {}})["params"]["lr"] = lr
-    sched = cfg.setdefault("scheduler", {"type": "WarmupLR", "params": {}})
-    sched["params"].update(warmup_max_lr=lr, warmup_num_steps=warmup_steps)
+    if schedule == "cosine":
+        cfg["scheduler"] = {"type": "WarmupCosineLR", "params": {
+            "total_num_steps": int(total_steps), "warmup_num_steps": warmup_steps,
+            "warmup_min_ratio": 0.0, "cos_min_ratio": min_lr_ratio}}
+    else:
+        sched = cfg.setdefault("scheduler", {"type": "WarmupLR", "params": {}})
+        sched["params"].update(warmup_max_lr=lr, warmup_num_steps=warmup_steps)
     return cfg
 
 
