@@ -46,12 +46,14 @@ ENV_KEYS = ("ref_mode", "observation", "screenshot", "step_timeout_s", "episode_
 
 class RolloutActor:
     def __init__(self, actor_id: str, model_path: str, shard_addresses: list[str], *,
-                 engine: dict, env: dict, rollout: dict, reward: dict, seed: int = 0):
+                 engine: dict, env: dict, rollout: dict, reward: dict, seed: int = 0,
+                 first_episode: int = 0):
         self.actor_id = actor_id
         self.rollout = dict(rollout)
         self.env_cfg = dict(env)
         self.reward_fn = make_reward(reward["name"], **reward.get("params", {}))
         self.seed = seed
+        self.first_episode = first_episode  # a resumed run goes on with the episodes (seeds) after it
         self.sampler = TaskSampler(env["task"], env.get("tasks"), env.get("max_steps", 10),
                                    env.get("max_steps_by_task"))
         for task in self.sampler.names:
@@ -162,6 +164,11 @@ class RolloutActor:
                  error=repr(self._error) if self._error else None)
         return s
 
+    def sampler_state(self) -> dict:
+        """What the task sampler has used (episode counter → seeds), for learner snapshots."""
+        started = self.loop.stats["episodes_started"] if self.loop is not None else self.first_episode
+        return {"actor_id": self.actor_id, "episodes_started": int(started)}
+
     def outcomes(self, start: int = 0) -> list[bool]:
         """Success of each finished episode from index `start` on, in finishing order."""
         return self._successes[start:]
@@ -237,6 +244,7 @@ class RolloutActor:
             self.loop = RolloutLoop(self.engine, self.browser, slots, rollout=self.rollout,
                                     sampler=self.sampler, finish=self._finish, metrics=self.metrics,
                                     seed_key=f"{self.seed}:{self.actor_id}")
+            self.loop.stats["episodes_started"] = self.first_episode
         except Exception as e:  # noqa: BLE001 - re-raised in the constructor
             if self.browser is not None:
                 self.browser.close()

@@ -6,7 +6,8 @@ coroutines on the browser thread (actors/env/browser.py) and comes back as futur
   1. takes the page results that are ready: a step is recorded on its episode; a finished, or
      crashed / timed-out, episode goes to `finish`; a slot with a fresh observation is ready;
   2. starts a new episode on each idle slot, if the caller admits new episodes (staleness gate,
-     pause) — the task and max steps come from the TaskSampler, chosen by the episode seed;
+     pause) — the task and max steps come from the TaskSampler, chosen by the episode seed
+     (`rollout.group_size` consecutive episodes share a seed: one GRPO group);
   3. submits one engine request per ready slot (its prompt under its choice constraint);
   4. advances the engine by one iteration if any request is in flight, and sends every finished
      generation to its page as an env step; with nothing in flight it waits (briefly) for a page.
@@ -116,7 +117,9 @@ class RolloutLoop:
     def _start(self, slot: Slot) -> None:
         n = self.stats["episodes_started"]
         self.stats["episodes_started"] += 1
-        seed = zlib.crc32(f"{self.seed_key}:{n}".encode())
+        # GRPO: `group_size` consecutive episodes replay one task instance (same seed → same
+        # group_id), so the learner can compare their returns.
+        seed = zlib.crc32(f"{self.seed_key}:{n // self.rollout.get('group_size', 1)}".encode())
         task = self.sampler.task(seed)
         slot.episode = Episode(task=task, seed=seed, policy_version=self.engine.policy_version)
         slot.pending = self.browser.submit(slot.env.reset(seed, task, self.sampler.steps_for(task)))
