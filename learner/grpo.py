@@ -20,7 +20,8 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from learner.ppo import clipped_surrogate, k3_kl, masked_mean, ratio_stats
+from learner.masked_logprobs import collate_rollouts, response_logprobs
+from learner.ppo import clipped_surrogate, frozen_reference, k3_kl, masked_mean, ratio_stats, reference_logprobs
 
 LENGTH_NORMS = ("token", "sequence", "dr_grpo")
 
@@ -85,3 +86,34 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Te
     stats = {"loss": loss, "policy_loss": agg(policy_tok, mask), "kl": masked_mean(kl_tok, mask),
              "entropy": ent, "advantage_mean": advantages.mean(), **ratio_stats(ratio, clipped, mask)}
     return loss, {k: v.detach() for k, v in stats.items()}
+
+
+class GRPO:
+    """The learner's GRPO objective: draws whole groups (`buffer.group_size` episodes of one task
+    instance), one update per draw. Each step's new priority is |its episode's advantage|."""
+
+    sampling = "groups"
+
+    def __init__(self, cfg: dict, tokenizer, *, max_len: int):
+        self.cfg, self.tokenizer, self.max_len = dict(cfg), tokenizer, max_len
+        self.ref = None
+
+    def wrap(self, model):
+        if self.cfg.get("kl_coef", 0.0) > 0:
+            self.ref = frozen_reference(model)
+        return model
+
+    def loss(self, engine, items: list[dict]):
+        c = self.cfg
+        norm = c.get("length_norm", "token")
+        batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len)
+        logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        logprobs, entropy = response_logprobs(logits, batch)
+        adv = step_advantages(items, length_norm=norm, eps=c.get("std_eps", 1e-6))
+        weighted = adv * torch.tensor([it.get("weight", 1.0) for it in items])
+        loss, stats = grpo_loss(
+            logprobs, batch.old_logprobs, batch.response_mask, weighted, clip_eps=c.get("clip_eps", 0.2),
+            length_norm=norm, max_len=c.get("max_response_len"), kl_coef=c.get("kl_coef", 0.0),
+            ref_logprobs=reference_logprobs(self.ref, batch), entropy_coef=c.get("entropy_coef", 0.0),
+            entropy=entropy)
+        return loss, stats, adv.abs(), int(batch.attention_mask.sum())

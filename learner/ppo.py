@@ -18,10 +18,13 @@ are 0..n-1 without gaps but cannot know that none is missing at the end.
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 
 import torch
 from torch import nn
+
+from learner.masked_logprobs import collate_rollouts, response_logprobs
 
 
 class ValueHeadModel(nn.Module):
@@ -152,3 +155,54 @@ def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Ten
              "value_mean": values.mean(), "return_mean": returns.mean(),
              **ratio_stats(ratio, clipped, mask)}
     return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def frozen_reference(model: nn.Module) -> nn.Module:
+    """A frozen copy of the starting policy, for the KL term."""
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def reference_logprobs(ref: nn.Module | None, batch) -> torch.Tensor | None:
+    if ref is None:
+        return None
+    with torch.no_grad():
+        logits = ref(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return response_logprobs(logits, batch)[0]
+
+
+class PPO:
+    """The learner's PPO objective: draws whole episodes (groups of one), one update per draw.
+    Values at sampling time are the current model's (detached): the actors do not run the
+    value head, so value clipping compares against this forward's own values."""
+
+    sampling = "groups"
+
+    def __init__(self, cfg: dict, tokenizer, *, max_len: int):
+        self.cfg, self.tokenizer, self.max_len = dict(cfg), tokenizer, max_len
+        self.ref: nn.Module | None = None
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.cfg.get("kl_coef", 0.0) > 0:
+            self.ref = frozen_reference(model)
+        return ValueHeadModel(model)
+
+    def loss(self, engine, items: list[dict]):
+        c = self.cfg
+        batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len)
+        logits, values_all = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        logprobs, entropy = response_logprobs(logits, batch)
+        values = values_all[torch.arange(len(items)), batch.value_index]
+        adv, returns = turn_advantages(items, values.detach(), c.get("gamma", 1.0), c.get("lam", 0.95))
+        priorities = adv.abs()
+        if c.get("norm_adv", True):
+            adv = whiten(adv)
+        adv = adv * torch.tensor([it.get("weight", 1.0) for it in items])
+        loss, stats = ppo_loss(
+            logprobs, batch.old_logprobs, batch.response_mask, adv, values, returns,
+            clip_eps=c.get("clip_eps", 0.2), value_coef=c.get("value_coef", 0.5),
+            entropy_coef=c.get("entropy_coef", 0.0), entropy=entropy, kl_coef=c.get("kl_coef", 0.0),
+            ref_logprobs=reference_logprobs(self.ref, batch), old_values=values.detach(),
+            value_clip=c.get("value_clip"))
+        return loss, stats, priorities, int(batch.attention_mask.sum())

@@ -56,3 +56,24 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) 
                                  ignore_index=IGNORE, reduction="none").view(labels.shape)
     counted = (labels != IGNORE).float()
     return (token_loss * counted * weights[:, None]).sum() / counted.sum().clamp(min=1.0)
+
+
+class SFT:
+    """The learner's SFT objective: draws single steps, trains on their canonical (or sampled)
+    action tokens with each step's loss_weight (the replay's importance weight)."""
+
+    sampling = "steps"
+
+    def __init__(self, cfg: dict, tokenizer, *, max_len: int):
+        self.tokenizer, self.target, self.max_len = tokenizer, cfg.get("target", "text"), max_len
+
+    def wrap(self, model):
+        return model
+
+    def loss(self, engine, items: list[dict]):
+        """→ (loss, metrics, new priorities per item or None, tokens in the batch)."""
+        input_ids, mask, labels, weights = collate(items, self.tokenizer, target=self.target,
+                                                   max_len=self.max_len)
+        logits = engine(input_ids=input_ids, attention_mask=mask).logits
+        loss = sft_loss(logits, labels, weights)
+        return loss, {"loss": loss.detach()}, None, int(mask.sum())
