@@ -4,6 +4,7 @@ Layout of one snapshot, `<root>/step-00000420/`:
     deepspeed/   engine.save_checkpoint (weights, optimizer, scheduler) under tag "ckpt"
     hf/          the model in HF format (safetensors) with its tokenizer: loadable on its own
     learner_state.pt   step, policy_version, counters, torch / numpy / python RNG states
+                       (rank k > 0 of a multi-rank learner: learner_state.rank<k>.pt)
     COMPLETE     written last; a directory without it is not a snapshot
 
 Atomic: everything is written under `.tmp-step-…` and renamed into place, so a crash
@@ -32,26 +33,46 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_snapshot(root: str | os.PathLike, engine, tokenizer, state: dict, *, keep: int) -> Path:
-    """Write a snapshot of `engine` (a DeepSpeed engine) at `state["step"]`; keep the newest `keep`."""
+def _state_file(rank: int) -> str:
+    return "learner_state.pt" if rank == 0 else f"learner_state.rank{rank}.pt"
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dict, *, keep: int,
+                  rank: int = 0) -> Path:
+    """Write a snapshot of `engine` (a DeepSpeed engine) at `state["step"]`; keep the newest `keep`.
+    `policy` is the HF model the actors serve (the engine's module, or the LM inside it).
+    Collective over the learner ranks: each writes its DeepSpeed shard and its own state (RNG
+    streams); rank 0 the model and the marker, after every rank is done."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step-{int(state['step']):08d}"
     tmp, final = root / f".tmp-{name}", root / name
-    shutil.rmtree(tmp, ignore_errors=True)
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    _barrier()
     engine.save_checkpoint(str(tmp / "deepspeed"), tag="ckpt")
-    engine.module.save_pretrained(tmp / "hf", safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "hf")
     rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    torch.save({**state, "rng": rng}, tmp / "learner_state.pt")
-    (tmp / MARKER).write_text(name)
-    _fsync_dir(tmp)
-    if final.exists():  # a re-snapshot of the same step replaces the old one
-        shutil.rmtree(final)
-    os.rename(tmp, final)
-    _fsync_dir(root)
-    for old in complete_snapshots(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    torch.save({**state, "rng": rng}, tmp / _state_file(rank))
+    _barrier()
+    if rank == 0:
+        policy.save_pretrained(tmp / "hf", safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "hf")
+        (tmp / MARKER).write_text(name)
+        _fsync_dir(tmp)
+        if final.exists():  # a re-snapshot of the same step replaces the old one
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        for old in complete_snapshots(root)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
     return final
 
 
@@ -70,7 +91,7 @@ def latest_snapshot(roots) -> Path | None:
     return max(found, key=lambda p: (p / MARKER).stat().st_mtime_ns, default=None)
 
 
-def load_snapshot(path: str | os.PathLike, engine) -> dict:
+def load_snapshot(path: str | os.PathLike, engine, *, rank: int = 0) -> dict:
     """Restore `engine` (same model and config as when saved) and the RNG states; return the state."""
     path = Path(path)
     if not (path / MARKER).exists():
@@ -79,8 +100,12 @@ def load_snapshot(path: str | os.PathLike, engine) -> dict:
                                        load_optimizer_states=True, load_lr_scheduler_states=True)
     if loaded is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint in {path / 'deepspeed'}")
-    state = torch.load(path / "learner_state.pt", weights_only=False)
+    state = torch.load(path / _state_file(rank), weights_only=False)
     torch.set_rng_state(state["rng"]["torch"])
     random.setstate(state["rng"]["python"])
     return state
 
+
+def snapshot_state(path: str | os.PathLike) -> dict:
+    """Rank 0's learner state of a complete snapshot, without a DeepSpeed engine (for launch/)."""
+    return torch.load(Path(path) / _state_file(0), weights_only=False)

@@ -47,7 +47,7 @@ def main(mode: str, work: str) -> None:
     if mode == "train":
         for i in range(3):
             step(engine, i)
-        save_snapshot(snapshots, engine, AutoTokenizer.from_pretrained(path),
+        save_snapshot(snapshots, engine, engine.module, AutoTokenizer.from_pretrained(path),
                       {"step": 3, "policy_version": 1, "counters": {}, "numpy_rng": None}, keep=2)
         start = 3
     else:
