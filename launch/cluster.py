@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from buffer.service import ShardActor
 from launch.progress import Progress
-from learner.snapshot import latest_snapshot
+from learner.snapshot import latest_snapshot, snapshot_state
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 
@@ -40,9 +40,13 @@ def project_path(p: str) -> str:
 @dataclass
 class System:
     shards: list
-    learner: object
+    learners: list  # one Ray actor per rank; rank 0 syncs the actors' weights
     actors: list
     run_dir: str
+
+    @property
+    def learner(self):
+        return self.learners[0]
 
 
 def model_path(cfg: DictConfig) -> str:
@@ -120,17 +124,27 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     ds_config = deepspeed_setup.load_config(
         project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,
         grad_accum=cfg.learner.grad_accum, lr=cfg.learner.lr, zero_stage=cfg.learner.zero_stage,
-        grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps)
-    learner = ray.remote(Learner).options(name="learner-0", num_cpus=cpus.learner, max_concurrency=4).remote(
-        path, addresses, shard_names, ds_config=ds_config, algorithm=container(cfg.algorithm),
-        learner=container(cfg.learner), weights=container(cfg.weights), namespace=ns,
-        snapshot={**container(cfg.snapshot), "dir": os.path.join(run_dir, "snapshots")},
-        resume_from=resume_path(cfg, run_dir), seed=cfg.seed)
+        grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps,
+        schedule=cfg.learner.schedule, total_steps=cfg.learner.total_steps, min_lr_ratio=cfg.learner.min_lr_ratio)
+    resume_from = resume_path(cfg, run_dir)
+    first_episodes = snapshot_state(resume_from).get("task_samplers", {}) if resume_from else {}
+    kwargs = {"ds_config": ds_config, "algorithm": container(cfg.algorithm), "learner": container(cfg.learner),
+              "weights": container(cfg.weights), "namespace": ns,
+              "snapshot": {**container(cfg.snapshot), "dir": os.path.join(run_dir, "snapshots")},
+              "resume_from": resume_from, "seed": cfg.seed,
+              "master": (host, deepspeed_setup.free_port(host)), "group_size": cfg.buffer.group_size or 1}
+    learners = [  # created together: their constructors meet in DeepSpeed's process group
+        ray.remote(Learner).options(name=f"learner-{r}", num_cpus=cpus.learner, max_concurrency=4).remote(
+            path, addresses, shard_names, rank=r, **kwargs)
+        for r in range(cfg.learner.world_size)
+    ]
+    learner = learners[0]
 
     actors = [
         ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, max_concurrency=4).remote(
             f"actor-{i}", path, addresses, engine=container(cfg.engine), env=container(cfg.env),
-            rollout=container(cfg.rollout), reward=container(cfg.reward), seed=cfg.seed + i)
+            rollout=container(cfg.rollout), reward=container(cfg.reward), seed=cfg.seed + i,
+            first_episode=first_episodes.get(f"actor-{i}", 0))
         for i in range(cfg.rollout.actors)
     ]
     world = 1 + len(actors)
@@ -140,17 +154,17 @@ def build(cfg: DictConfig, run_dir: str) -> System:
               for i, a in enumerate(actors)]
     ray.get(joins)
     ray.get(learner.attach_actors.remote(actors))
-    return System(shards, learner, actors, run_dir)
+    return System(shards, learners, actors, run_dir)
 
 
 def start(system: System) -> None:
     ray.get([a.start.remote() for a in system.actors])
-    ray.get(system.learner.start.remote())
+    ray.get([learner.start.remote() for learner in system.learners])
 
 
 def stop(system: System) -> None:
     """Learner first (so no broadcast waits on a stopped actor), then actors, then shards."""
-    ray.get(system.learner.stop.remote())
+    ray.get([learner.stop.remote() for learner in system.learners])  # rank 0 tells the others
     ray.get([a.stop.remote() for a in system.actors])
     ray.get([s.stop.remote() for s in system.shards])
 

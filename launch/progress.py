@@ -56,7 +56,9 @@ class Progress:
             "learner_step": learner["step"],
             "learner_loss": learner.get("loss"),
             **{f"learner_{k}": learner.get(k) for k in
-               ("lr", "grad_norm", "tokens_per_s", "samples_per_s", "staleness", "sync_s")},
+               ("lr", "grad_norm", "tokens_per_s", "samples_per_s", "staleness", "sync_s", "policy_loss",
+                "value_loss", "kl", "entropy", "clip_fraction", "ratio_mean", "ratio_min", "ratio_max",
+                "approx_kl", "advantage_mean", "priority_updates", "mfu")},
             "learner_syncs": learner.get("weight_syncs", 0),
         }
 

@@ -1,58 +1,81 @@
-"""Learner: samples steps from the replay shards, takes DeepSpeed steps, broadcasts weights.
+"""Learner: one rank of the DeepSpeed learner. Samples from the replay shards, takes optimizer
+steps with the configured objective (learner/algorithms.py: sft, ppo, grpo), and rank 0
+broadcasts the weights to the actors.
 
-A plain class that launch/ wraps with `ray.remote` (one per learner rank; this issue runs one).
-The training loop runs on its own thread so Ray calls (stats, stop) answer while it trains.
-Every `sync_every` steps rank 0 bumps the policy version and broadcasts the weights over the
-weight-plane group; the control side (the actors' `update_weights` Ray calls) has a timeout.
+A plain class that launch/ wraps with `ray.remote`, one per rank (`learner.world_size`); the
+ranks form DeepSpeed's process group (gloo on CPU, NCCL on GPUs) and average gradients. The
+training loop runs on its own thread so Ray calls (stats, stop) answer while it trains. The
+ranks move in lockstep: before each step rank 0 decides (pacing, stop) and broadcasts its
+decision, so no rank ever waits in a collective that another has left. Each rank draws its own
+batch (its own RNG stream); rank 0 alone talks to the actors.
 
-Pacing: the learner waits until the replay holds `min_replay_steps` steps, and keeps the steps it
-has sampled within `samples_per_insert` × the steps the replay has stored, so a fast learner
-cannot over-fit the first few successes while the actors are still collecting.
+Every `sync_every` steps rank 0 bumps the policy version and broadcasts the weights (not the
+value head) over the weight-plane group; the control side (the actors' `update_weights` Ray
+calls) has a timeout. Under ZeRO-3 every rank gathers the parameters for the broadcast.
 
-Snapshots (learner/snapshot.py) every `snapshot.every` steps and at stop. With `resume_from`,
-the learner restores its DeepSpeed state, step, policy version, pacing counter and RNG states,
-and broadcasts its weights before its first step (the actors start from the base model).
+Snapshots (learner/snapshot.py) every `snapshot.every` steps and when stopped. With
+`resume_from` every rank restores its DeepSpeed state and RNG streams; rank 0 also the step,
+policy version and counters (the pacing state), and broadcasts its weights before the first
+step. Snapshots also record each actor's task-sampler position, which launch/ hands back to
+the actors of a resumed run.
 
-NOT guaranteed (this issue): one rank only; SFT only.
+NOT guaranteed: `samples_per_insert` is paced on rank 0's draws × world size; priority updates
+of steps evicted since their draw are dropped by the shard (counted as stale).
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 
 import numpy as np
 import ray
 import torch
+import torch.distributed as dist
 
 from buffer.client import SampleClient
 from learner import deepspeed_setup
-from learner.sft import collate, sft_loss
+from learner.algorithms import make_objective
+from learner.episode_items import episode_items
+from learner.pacing import Pacing
 from learner.snapshot import load_snapshot, save_snapshot
 from learner.weight_group import host_store, open_weight_group
 from learner.weight_sender import WeightSender
+
+GO, WAIT, STOP = 1, 0, -1
 
 
 class Learner:
     def __init__(self, model_path: str, shard_addresses: list[str], shard_names: list[str], *,
                  ds_config: dict, algorithm: dict, learner: dict, weights: dict, namespace: str,
-                 snapshot: dict, resume_from: str | None = None, seed: int = 0):
+                 snapshot: dict, resume_from: str | None = None, seed: int = 0, rank: int = 0,
+                 master: tuple[str, int] | None = None, group_size: int = 1):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        torch.manual_seed(seed)
+        self.rank, self.world_size = rank, int(learner.get("world_size", 1))
+        torch.manual_seed(seed + rank)
         torch.set_num_threads(learner["threads"])
         self.cfg, self.algo, self.weights_cfg = dict(learner), dict(algorithm), dict(weights)
-        self.rng = np.random.default_rng(seed)
-        deepspeed_setup.init_rank(0, 1, "127.0.0.1", deepspeed_setup.free_port(), learner["backend"])
+        self.rng = np.random.default_rng(seed + rank)
+        host, port = master or ("127.0.0.1", deepspeed_setup.free_port())
+        deepspeed_setup.init_rank(rank, self.world_size, host, port, learner["backend"])
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.objective = make_objective(self.algo, self.tokenizer, max_len=learner["max_len"])
+        model = self.objective.wrap(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32))
         self.engine, self.scheduler = deepspeed_setup.initialize(model, ds_config)
+        self.pacing = Pacing(batch_size=learner["batch_size"], min_replay_steps=learner["min_replay_steps"],
+                             samples_per_insert=learner["samples_per_insert"],
+                             groups=self.objective.sampling == "groups", group_size=group_size)
+        # Model FLOPs utilization: 6 N FLOPs per trained token (forward + backward, attention
+        # left out, as in nanoGPT's and PaLM's estimate) over this rank's peak.
+        self._flops_per_token = 6 * sum(p.numel() for p in self._policy().parameters())
         self.samplers = [SampleClient(a) for a in shard_addresses]
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
         self.actors: list = []
         self.sender: WeightSender | None = None
-        self._store = None
+        self._group = self._store = None
 
         self.step = 0
         self.policy_version = 0
@@ -61,7 +84,7 @@ class Learner:
         self.snapshot_cfg = dict(snapshot)
         self._resumed = resume_from is not None
         if resume_from is not None:
-            state = load_snapshot(resume_from, self.engine)
+            state = load_snapshot(resume_from, self.engine, rank=rank)
             self.step, self.policy_version = state["step"], state["policy_version"]
             self._stats.update(state["counters"])
             self.rng.bit_generator.state = state["numpy_rng"]
@@ -70,113 +93,181 @@ class Learner:
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
-    # ---- weight plane -----------------------------------------------------------------------
+    # ---- weight plane (rank 0) --------------------------------------------------------------
     def host_weight_group(self, host: str, world_size: int) -> int:
         self._store = host_store(host, world_size, self.weights_cfg["timeout_s"])
         return self._store.port
 
     def join_weight_group(self, host: str, world_size: int) -> None:
-        group = open_weight_group(host, self._store.port, 0, world_size, self.weights_cfg["backend"],
-                                  self.weights_cfg["timeout_s"], store=self._store)
-        self.sender = WeightSender(group, self._named_params(), self.weights_cfg["bucket_mb"] << 20)
+        self._group = open_weight_group(host, self._store.port, 0, world_size, self.weights_cfg["backend"],
+                                        self.weights_cfg["timeout_s"], store=self._store)
 
     def attach_actors(self, actors: list) -> None:
         self.actors = list(actors)
 
+    def _policy(self) -> torch.nn.Module:
+        """The module the actors serve: the LM without PPO's value head."""
+        module = self.engine.module
+        return getattr(module, "lm", module)
+
     def _named_params(self) -> dict[str, torch.Tensor]:
-        return {n: p.data for n, p in self.engine.module.named_parameters()}
+        return {n: p.data for n, p in self._policy().named_parameters()}
+
+    @contextlib.contextmanager
+    def _gathered(self):
+        """Full parameters on every rank for the duration (ZeRO-3 partitions them)."""
+        if self.engine.zero_optimization_stage() != 3:
+            yield
+            return
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(self._policy().parameters()), modifier_rank=None):
+            yield
 
     def sync_weights(self) -> int:
-        """Broadcast the current weights as a new policy version to every attached actor."""
+        """Broadcast the current weights as a new policy version to every attached actor.
+        Collective over the learner ranks under ZeRO-3 (call it on every rank)."""
         version = self.policy_version + 1
         t0 = time.perf_counter()
-        refs = [a.update_weights.remote(version, self.sender.layout) for a in self.actors]
-        sent = self.sender.send(self._named_params(), version)
-        ray.get(refs, timeout=self.weights_cfg["timeout_s"])
+        with self._gathered():
+            if self.rank == 0 and self.actors:
+                named = self._named_params()
+                if self.sender is None:
+                    self.sender = WeightSender(self._group, named, self.weights_cfg["bucket_mb"] << 20)
+                refs = [a.update_weights.remote(version, self.sender.layout) for a in self.actors]
+                sent = self.sender.send(named, version)
+                ray.get(refs, timeout=self.weights_cfg["timeout_s"])
+                self._last["sync_bytes"] = sent
         self.policy_version = version
         self._stats["weight_syncs"] += 1
-        self._last.update(sync_s=time.perf_counter() - t0, sync_bytes=sent)
+        self._last["sync_s"] = time.perf_counter() - t0
         return version
 
     # ---- training loop ----------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="learner", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"learner-{self.rank}", daemon=True)
         self._thread.start()
 
     def stop(self) -> dict:
+        """Stop after the current step (rank 0 tells the others) and take the final snapshot.
+        Call it on every rank."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=120)
-        if self.step > 0 and self._error is None:
-            self.save_snapshot()
+            self._thread.join(timeout=300)
         for s in self.samplers:
             s.close()
         return self.stats()
 
     def save_snapshot(self) -> str:
+        """Collective: every rank writes its DeepSpeed shard; rank 0 the model and its state."""
         state = {"step": self.step, "policy_version": self.policy_version, "counters": dict(self._stats),
                  "numpy_rng": self.rng.bit_generator.state}
-        path = save_snapshot(self.snapshot_cfg["dir"], self.engine, self.tokenizer, state,
-                             keep=self.snapshot_cfg["keep"])
+        if self.rank == 0 and self.actors:  # so a resumed run's actors go on with new seeds
+            samplers = ray.get([a.sampler_state.remote() for a in self.actors], timeout=self.weights_cfg["timeout_s"])
+            state["task_samplers"] = {s["actor_id"]: s["episodes_started"] for s in samplers}
+        path = save_snapshot(self.snapshot_cfg["dir"], self.engine, self._policy(), self.tokenizer, state,
+                             keep=self.snapshot_cfg["keep"], rank=self.rank)
         self._last["snapshot"] = str(path)
         return str(path)
 
     def stats(self) -> dict:
         return dict(self._stats, **self._last, step=self.step, policy_version=self.policy_version,
-                    error=repr(self._error) if self._error else None)
+                    rank=self.rank, error=repr(self._error) if self._error else None)
 
     def _run(self) -> None:
         try:
-            if self._resumed and self.actors:
+            if self._resumed:
                 self.sync_weights()  # the actors started from the base model
-            while not self._stop.is_set():
-                counts = self._draw_counts()
-                if counts is None:
+            while True:
+                decision = self._decide()
+                if decision == STOP:
+                    break
+                if decision == WAIT:
                     time.sleep(0.2)
                     continue
-                self.train_step(counts)
-                if self.actors and self.step % self.cfg["sync_every"] == 0:
+                self.train_step()
+                if self.step % self.cfg["sync_every"] == 0:
                     self.sync_weights()
                 if self.snapshot_cfg["every"] and self.step % self.snapshot_cfg["every"] == 0:
                     self.save_snapshot()
+            if self.step > 0:
+                self.save_snapshot()
         except BaseException as e:
             self._error = e
             raise
 
-    def _draw_counts(self) -> list[int] | None:
-        """Per-shard sample counts in proportion to their sizes, or None while pacing says wait."""
-        stats = ray.get([s.stats.remote() for s in self.shards])
-        sizes = np.array([st["size_steps"] for st in stats], dtype=np.float64)
-        stored = sum(st["stored_steps"] for st in stats)
-        batch = self.cfg["batch_size"]
-        if sizes.sum() < self.cfg["min_replay_steps"]:
-            return None
-        if (self._stats["sampled"] + batch) > self.cfg["samples_per_insert"] * stored:
-            self._stats["waits_rate_limit"] += 1
-            return None
-        return self.rng.multinomial(batch, sizes / sizes.sum()).tolist()
+    def _decide(self) -> int:
+        """Rank 0's decision (go / wait / stop), the same on every rank."""
+        decision = STOP
+        if self.rank == 0 and not self._stop.is_set():
+            state = self.pacing.ready(self._shard_stats(), self._stats["sampled"])
+            decision = GO if state == "go" else WAIT
+            if state == "rate":
+                self._stats["waits_rate_limit"] += 1
+        if self.world_size > 1:
+            flag = torch.tensor([decision], dtype=torch.int64)
+            dist.broadcast(flag, src=0)
+            decision = int(flag)
+        return decision
 
-    def train_step(self, counts: list[int]) -> float:
-        t0 = time.perf_counter()
+    def _shard_stats(self) -> list[dict]:
+        return ray.get([s.stats.remote() for s in self.shards])
+
+    def _draw(self) -> list[dict]:
+        """This rank's batch: steps, or the steps of whole episodes drawn as groups."""
+        counts = self.pacing.split(self._shard_stats(), self.rng)
         items = []
-        for sampler, n in zip(self.samplers, counts):
-            if n:
-                items.extend(sampler.sample(n))
-        input_ids, mask, labels, weights = collate(
-            items, self.tokenizer, target=self.algo["target"], max_len=self.cfg["max_len"])
+        for shard, (sampler, n) in enumerate(zip(self.samplers, counts)):
+            if not n:
+                continue
+            if self.objective.sampling == "steps":
+                drawn = sampler.sample(n)
+            else:
+                drawn = episode_items(sampler.sample_groups(n))
+            for it in drawn:
+                it["shard"] = shard
+            items.extend(drawn)
+        return items
+
+    def train_step(self) -> float:
+        """One optimizer step: `grad_accum` micro-batches, each drawn, scored and backpropagated."""
+        t0 = time.perf_counter()
         self.engine.train()
-        logits = self.engine(input_ids=input_ids, attention_mask=mask).logits
-        loss = sft_loss(logits, labels, weights)
-        self.engine.backward(loss)
-        self.engine.step()
+        losses, tokens, samples, versions, parts = [], 0, 0, [], collections.defaultdict(list)
+        for _ in range(self.cfg.get("grad_accum", 1)):
+            items = self._draw()
+            while not items:  # a shard may have said "retry" (its own rate limiter)
+                time.sleep(0.05)
+                items = self._draw()
+            loss, metrics, priorities, n_tokens = self.objective.loss(self.engine, items)
+            self.engine.backward(loss)
+            self.engine.step()
+            if priorities is not None:
+                self._update_priorities(items, priorities)
+            losses.append(float(loss))
+            tokens, samples = tokens + n_tokens, samples + len(items)
+            versions += [it["policy_version"] for it in items]
+            for k, v in metrics.items():
+                parts[k].append(float(v))
         self.step += 1
         dt = time.perf_counter() - t0
-        versions = [it["policy_version"] for it in items]
-        self._stats["sampled"] += len(items)
-        tokens = int(mask.sum())
+        self._stats["sampled"] += samples * self.world_size
         self._stats["tokens"] += tokens
-        self._last.update(loss=float(loss), lr=float(self.scheduler.get_last_lr()[0]),
+        self._last.update({k: float(np.mean(v)) for k, v in parts.items()})
+        self._last.update(loss=float(np.mean(losses)), lr=float(self.scheduler.get_last_lr()[0]),
                           grad_norm=float(self.engine.get_global_grad_norm() or 0.0),
-                          step_s=dt, tokens_per_s=tokens / dt, samples_per_s=len(items) / dt,
+                          step_s=dt, tokens_per_s=tokens / dt, samples_per_s=samples / dt,
                           staleness=self.policy_version - float(np.mean(versions)))
-        return float(loss)
+        if self.cfg.get("peak_tflops") and torch.cuda.is_available():
+            self._last["mfu"] = self._flops_per_token * tokens / dt / (self.cfg["peak_tflops"] * 1e12)
+        return self._last["loss"]
+
+    def _update_priorities(self, items: list[dict], priorities: torch.Tensor) -> None:
+        """New priorities (e.g. |advantage|) back to the shards the steps came from."""
+        prio = priorities.detach().double().numpy() + 1e-6  # a zero priority would never be drawn again
+        by_shard = collections.defaultdict(list)
+        for i, it in enumerate(items):
+            by_shard[it["shard"]].append(i)
+        for shard, idx in by_shard.items():
+            reply = self.samplers[shard].update_priorities([items[i]["key"] for i in idx], prio[idx])
+            self._stats["priority_updates"] += int(reply.get("updated", 0))
