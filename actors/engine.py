@@ -12,7 +12,10 @@ Two ways to generate, on one engine:
   of the streaming side that finish meanwhile are kept and returned by the next `step()`.
 
 Weights arrive as (name, tensor) pairs and are loaded in place only while no request is in
-flight, so every generation is produced by exactly one policy version.
+flight, so every generation is produced by exactly one policy version. With `enable_lora`, a
+LoRA policy's adapter arrives as a PEFT adapter directory (`load_adapter`); every request after
+it is served with that adapter as a vLLM LoRARequest, each version under a new id (vLLM caches
+adapters by id) while the previous one is removed.
 
 NOT guaranteed: thread safety (one thread drives the engine); the order in which `step()`
 returns finished requests.
@@ -39,23 +42,27 @@ class EngineBusy(RuntimeError):
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
                  kv_cache_bytes: int = 64 << 20, tensor_parallel_size: int = 1, seed: int = 0,
-                 enforce_eager: bool = True):
+                 enforce_eager: bool = True, enable_lora: bool = False, max_lora_rank: int = 16,
+                 max_loras: int = 1):
         # In-process engine: the CPU path runs the worker inside the actor. Must be set before
         # vllm is imported.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
+        lora = {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": max_loras} if enable_lora else {}
         self.llm = LLM(
             model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
             kv_cache_memory_bytes=kv_cache_bytes, enforce_eager=enforce_eager,
             tensor_parallel_size=tensor_parallel_size,
-            worker_extension_cls="actors.vllm_extension.WeightLoadExtension",
+            worker_extension_cls="actors.vllm_extension.WeightLoadExtension", **lora,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.policy_version = 0
         self._ids = itertools.count()
         self._in_flight: set[str] = set()
         self._finished: list[tuple[str, Generation]] = []  # finished during a generate()
+        self.lora_request = None  # the adapter every request is served with (LoRA policies)
+        self._lora_ids = itertools.count(1)
 
     def chat_prompt_ids(self, user_text: str) -> list[int]:
         return self.tokenizer.apply_chat_template(
@@ -85,7 +92,8 @@ class VLLMEngine:
         params = self._params(choice, temperature, max_tokens)
         params.output_kind = RequestOutputKind.FINAL_ONLY
         rid = f"fw-{next(self._ids)}"  # outputs carry this id (vLLM's internal one differs)
-        self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(prompt_ids)}, params)
+        self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(prompt_ids)}, params,
+                                        lora_request=self.lora_request)
         self._in_flight.add(rid)
         return rid
 
@@ -129,6 +137,22 @@ class VLLMEngine:
             raise EngineBusy(f"{len(self._in_flight)} requests in flight")
         self.llm.collective_rpc("load_named_tensors", args=(named,))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        self.policy_version = version
+
+    def load_adapter(self, path: str, version: int) -> None:
+        """Serve every later request with the PEFT adapter in `path` as policy `version`.
+        Raises EngineBusy while requests are in flight, as load_weights does."""
+        from vllm.lora.request import LoRARequest
+
+        if self._in_flight:
+            raise EngineBusy(f"{len(self._in_flight)} requests in flight")
+        lora_id = next(self._lora_ids)
+        request = LoRARequest(f"policy-v{version}-{lora_id}", lora_id, str(path))
+        self.llm.llm_engine.add_lora(request)  # loaded now, so a bad adapter fails here
+        if self.lora_request is not None:
+            self.llm.llm_engine.remove_lora(self.lora_request.lora_int_id)
+        self.lora_request = request
+        self.llm.reset_prefix_cache()
         self.policy_version = version
 
 

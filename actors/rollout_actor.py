@@ -8,7 +8,9 @@ lets the requests in flight finish, so weights change only between engine reques
 world never stops; each step carries the version that generated it. On the CPU path weights
 arrive through the learner's weight group (update_weights); on the GPU path (engine.backend
 gpu) through vLLM's weight-transfer engine (transfer_init / start / update / finish), with no
-request submitted between start and finish.
+request submitted between start and finish. A LoRA policy's adapter arrives the same way as
+weights (update_adapter), is written as a PEFT adapter directory under the run directory
+(actors/lora_adapter.py) and served from then on as a vLLM LoRA request.
 
 A finished episode becomes a Trajectory, is scored by the configured reward and is inserted
 into the shard chosen by its traj_id. An episode whose page crashed or hung ends with outcome
@@ -32,6 +34,7 @@ from actors.engine import make_engine
 from actors.env.browser import BrowserHandle
 from actors.env.miniwob import task_page
 from actors.env.slot import EnvSlot
+from actors.lora_adapter import AdapterDirs, adapter_root
 from actors.rollout_loop import RolloutLoop
 from actors.slot_metrics import STATES, SlotMetrics
 from actors.staleness import StalenessGate
@@ -63,6 +66,7 @@ class RolloutActor:
         self.engine = make_engine(model_path, seed=seed, **engine)
         self.clients = [InsertClient(a, window=self.rollout["insert_window"]) for a in shard_addresses]
         self.receiver: WeightReceiver | None = None
+        self.adapters: AdapterDirs | None = None
         self.loop: RolloutLoop | None = None
         self.browser: BrowserHandle | None = None
 
@@ -72,7 +76,8 @@ class RolloutActor:
         self._running = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._counts: dict[str, int] = {"episodes": 0, "weight_updates": 0, "gate_closed": 0}
+        self._counts: dict[str, int] = {"episodes": 0, "weight_updates": 0, "adapter_updates": 0,
+                                        "gate_closed": 0}
         self._acks: dict[str, int] = {}
         self._gate_open = True
         self._successes: list[bool] = []  # per finished episode, in order (for first/last-100)
@@ -113,6 +118,12 @@ class RolloutActor:
         """Join the learner's broadcast of `version` and load it between two engine requests."""
         self.gate.announce(version)
         return self._call(self._receive_weights, version, layout)
+
+    def update_adapter(self, version: int, layout, adapter_config: dict) -> int:
+        """Join the learner's broadcast of a LoRA adapter as `version` (PEFT tensor names,
+        `adapter_config` as adapter_config.json) and serve it from the next engine request on."""
+        self.gate.announce(version)
+        return self._call(self._receive_adapter, version, layout, adapter_config)
 
     def load_weights(self, named, version: int) -> int:
         """Load (name, tensor) pairs as `version` between two engine requests (in-process use:
@@ -206,10 +217,21 @@ class RolloutActor:
             except Exception as e:  # noqa: BLE001 - the caller gets any error; the loop goes on
                 fut.set_exception(e)
 
-    def _receive_weights(self, version: int, layout) -> int:
+    def _receive(self, version: int, layout):
         if self.receiver is None:
             raise RuntimeError(f"{self.actor_id} has not joined the weight group")
-        return self._load_weights(self.receiver.receive(layout, version), version)
+        return self.receiver.receive(layout, version)
+
+    def _receive_weights(self, version: int, layout) -> int:
+        return self._load_weights(self._receive(version, layout), version)
+
+    def _receive_adapter(self, version: int, layout, adapter_config: dict) -> int:
+        named = self._receive(version, layout)
+        if self.adapters is None:
+            self.adapters = AdapterDirs(adapter_root(self.actor_id))
+        self.engine.load_adapter(str(self.adapters.write(named, version, adapter_config)), version)
+        self._counts["adapter_updates"] += 1
+        return version
 
     def _load_weights(self, named, version: int) -> int:
         self.engine.load_weights(named, version)

@@ -56,6 +56,19 @@ def model_path(cfg: DictConfig) -> str:
     return str(build_tiny_model(spec, project_path(cfg.model.cache_dir)))
 
 
+def check_lora(cfg: DictConfig) -> None:
+    """A LoRA learner needs engines that serve LoRA adapters of its rank; refuse before starting."""
+    lora = cfg.learner.get("lora")
+    if not lora or not lora.get("enabled"):
+        return
+    if not cfg.engine.get("enable_lora"):
+        raise ValueError("learner.lora.enabled is true but engine.enable_lora is not: the engines could not "
+                         "serve the adapter (set engine.enable_lora=true; the vllm_cpu engine supports it)")
+    if int(lora.r) > int(cfg.engine.max_lora_rank):
+        raise ValueError(f"learner.lora.r={lora.r} is greater than engine.max_lora_rank={cfg.engine.max_lora_rank}: "
+                         "vLLM would refuse the adapter (raise engine.max_lora_rank to one of 8, 16, 32, 64, ...)")
+
+
 def replay_config(cfg: DictConfig) -> dict:
     """The shards' ReplayConfig: configs/buffer/ less the shard count; data_dir from the project root."""
     replay = {k: v for k, v in container(cfg.buffer).items() if k != "shards"}
@@ -110,6 +123,7 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     from learner import deepspeed_setup
     from learner.learner_actor import Learner
 
+    check_lora(cfg)
     path = model_path(cfg)
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
     shard_names = [f"shard-{i}" for i in range(cfg.buffer.shards)]

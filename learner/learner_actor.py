@@ -11,7 +11,9 @@ batch (its own RNG stream); rank 0 alone talks to the actors.
 
 Every `sync_every` steps rank 0 bumps the policy version and broadcasts the weights (not the
 value head) over the weight-plane group; the control side (the actors' `update_weights` Ray
-calls) has a timeout. Under ZeRO-3 every rank gathers the parameters for the broadcast.
+calls) has a timeout. Under ZeRO-3 every rank gathers the parameters for the broadcast. With
+`lora.enabled` the policy is wrapped with peft before DeepSpeed sees it (only the adapter
+trains) and the sync is learner/lora_sender.py's: the base once, then only the adapter.
 
 Snapshots (learner/snapshot.py) every `snapshot.every` steps and when stopped. With
 `resume_from` every rank restores its DeepSpeed state and RNG streams; rank 0 also the step,
@@ -39,6 +41,8 @@ from buffer.client import SampleClient
 from learner import deepspeed_setup
 from learner.algorithms import make_objective
 from learner.episode_items import episode_items
+from learner.lora import lora_settings, wrap_lora
+from learner.lora_sender import LoraSender
 from learner.pacing import Pacing
 from learner.snapshot import load_snapshot, save_snapshot
 from learner.weight_group import host_store, open_weight_group
@@ -63,7 +67,11 @@ class Learner:
         deepspeed_setup.init_rank(rank, self.world_size, host, port, learner["backend"])
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.objective = make_objective(self.algo, self.tokenizer, max_len=learner["max_len"])
-        model = self.objective.wrap(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32))
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.lora = lora_settings(learner.get("lora"))
+        if self.lora is not None:
+            model = wrap_lora(model, self.lora)
+        model = self.objective.wrap(model)
         self.engine, self.scheduler = deepspeed_setup.initialize(model, ds_config)
         self.pacing = Pacing(batch_size=learner["batch_size"], min_replay_steps=learner["min_replay_steps"],
                              samples_per_insert=learner["samples_per_insert"],
@@ -74,7 +82,7 @@ class Learner:
         self.samplers = [SampleClient(a) for a in shard_addresses]
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
         self.actors: list = []
-        self.sender: WeightSender | None = None
+        self.sender: WeightSender | LoraSender | None = None
         self._group = self._store = None
 
         self.step = 0
@@ -130,7 +138,12 @@ class Learner:
         version = self.policy_version + 1
         t0 = time.perf_counter()
         with self._gathered():
-            if self.rank == 0 and self.actors:
+            if self.rank == 0 and self.actors and self.lora is not None:
+                if self.sender is None:
+                    self.sender = LoraSender(self._group, self._policy(), self.weights_cfg["bucket_mb"] << 20,
+                                             self.weights_cfg["timeout_s"])
+                self._last["sync_bytes"] = self.sender.sync(self.actors, version)
+            elif self.rank == 0 and self.actors:
                 named = self._named_params()
                 if self.sender is None:
                     self.sender = WeightSender(self._group, named, self.weights_cfg["bucket_mb"] << 20)

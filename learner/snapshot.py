@@ -2,7 +2,8 @@
 
 Layout of one snapshot, `<root>/step-00000420/`:
     deepspeed/   engine.save_checkpoint (weights, optimizer, scheduler) under tag "ckpt"
-    hf/          the model in HF format (safetensors) with its tokenizer: loadable on its own
+    hf/          the model in HF format (safetensors) with its tokenizer: loadable on its own;
+                 for a LoRA policy its PEFT adapter (adapter_model.safetensors, adapter_config.json)
     learner_state.pt   step, policy_version, counters, torch / numpy / python RNG states
                        (rank k > 0 of a multi-rank learner: learner_state.rank<k>.pt)
     COMPLETE     written last; a directory without it is not a snapshot
@@ -47,7 +48,8 @@ def _barrier() -> None:
 def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dict, *, keep: int,
                   rank: int = 0) -> Path:
     """Write a snapshot of `engine` (a DeepSpeed engine) at `state["step"]`; keep the newest `keep`.
-    `policy` is the HF model the actors serve (the engine's module, or the LM inside it).
+    `policy` is the HF model the actors serve (the engine's module, or the LM inside it); a
+    peft model saves its adapter alone.
     Collective over the learner ranks: each writes its DeepSpeed shard and its own state (RNG
     streams); rank 0 the model and the marker, after every rank is done."""
     root = Path(root)
