@@ -61,6 +61,7 @@ class VLLMEngine:
         self._ids = itertools.count()
         self._in_flight: set[str] = set()
         self._finished: list[tuple[str, Generation]] = []  # finished during a generate()
+        self.enable_lora = enable_lora
         self.lora_request = None  # the adapter every request is served with (LoRA policies)
         self._lora_ids = itertools.count(1)
 
@@ -144,6 +145,8 @@ class VLLMEngine:
         Raises EngineBusy while requests are in flight, as load_weights does."""
         from vllm.lora.request import LoRARequest
 
+        if not self.enable_lora:
+            raise RuntimeError("a LoRA adapter was sent to an engine started without engine.enable_lora")
         if self._in_flight:
             raise EngineBusy(f"{len(self._in_flight)} requests in flight")
         lora_id = next(self._lora_ids)

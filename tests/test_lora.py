@@ -8,6 +8,7 @@ the greedy tokens.
 """
 
 import copy
+import json
 import os
 import shutil
 import tempfile
@@ -196,3 +197,18 @@ def test_launch_refuses_mismatched_lora_config():
                                      "engine": {"enable_lora": True, "max_lora_rank": 16}}))
     check_lora(OmegaConf.create({"learner": {"lora": lora}, "engine": {"enable_lora": True, "max_lora_rank": 32}}))
     check_lora(OmegaConf.create({"learner": {"lora": {"enabled": False}}, "engine": {}}))
+
+
+def test_adapter_dirs_are_peft_directories_and_only_the_newest_are_kept(tmp_path):
+    from safetensors.torch import load_file
+
+    from actors.lora_adapter import AdapterDirs
+
+    dirs = AdapterDirs(tmp_path, keep=2)
+    flat = torch.arange(12, dtype=torch.float32)  # received tensors are views into one buffer
+    named = [("a.lora_A.weight", flat[:6].view(2, 3)), ("a.lora_B.weight", flat[6:].view(3, 2))]
+    paths = [dirs.write(named, v, {"r": 2, "lora_alpha": 4}) for v in (1, 2, 3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v00000002", "v00000003"]
+    got = load_file(str(paths[-1] / "adapter_model.safetensors"))
+    assert all(torch.equal(got[n], t) for n, t in named)
+    assert json.loads((paths[-1] / "adapter_config.json").read_text()) == {"r": 2, "lora_alpha": 4}
