@@ -38,6 +38,10 @@ from buffer.schema import Trajectory, WireError, decode, encode
 from buffer.storage import TrajectoryStore
 
 STALE = "stale"
+
+
+def _reply(status: str, traj_id: str | None, filt: str | None, error: str | None, detail: str | None, seq: int) -> dict[str, Any]:
+    return {"status": status, "traj_id": traj_id, "filter": filt, "error": error, "detail": detail, "seq": seq}
 _RESTORE_MAX_FRAME = 1 << 40  # frames in our own log were checked once already
 __all__ = ["STALE", "SUCCESS_ONLY", "ReplayShard", "SampleItems"]
 
@@ -102,15 +106,13 @@ class ReplayShard:
         "filtered", "error" (with a named error) or "retry" (rate limited; nothing counted).
         `seq` is this shard's running count of insert requests, this one included."""
         c = self.counters
-        reply: dict[str, Any] = {"status": "error", "traj_id": None, "filter": None, "error": None, "detail": None}
         try:
             traj = decode(frame, self.max_frame_bytes)
         except WireError as err:
             c["inserts"] += 1
             self._rejected[err.code] += 1
-            reply.update(traj_id=err.traj_id, error=err.code, detail=str(err), seq=c["inserts"])
-            return reply
-        reply["traj_id"] = traj.traj_id
+            return _reply("error", err.traj_id, None, err.code, str(err), c["inserts"])
+        reply: dict[str, Any] = {"status": "error", "traj_id": traj.traj_id, "filter": None, "error": None, "detail": None}
         if traj.traj_id in self.store:
             c["inserts"] += 1
             c["duplicates"] += 1
@@ -118,7 +120,11 @@ class ReplayShard:
             return reply
         result = self.filters.apply(traj)
         reason = result.reason
-        if reason is None and self.recency.is_stale(max(s.policy_version for s in result.traj.steps), self.policy_version):
+        if (
+            reason is None
+            and self.recency.max_staleness is not None
+            and self.recency.is_stale(max(s.policy_version for s in result.traj.steps), self.policy_version)
+        ):
             reason = STALE
         if reason is None and self.limiter is not None:
             k = len(result.traj.steps)
@@ -128,7 +134,8 @@ class ReplayShard:
                 return reply
         c["inserts"] += 1
         reply["seq"] = c["inserts"]
-        self._filtered_steps.update(result.dropped_steps)
+        if result.dropped_steps:
+            self._filtered_steps.update(result.dropped_steps)
         if reason is not None:
             self._filtered[reason] += 1
             reply.update(status="filtered", filter=reason)
