@@ -33,6 +33,7 @@ from buffer.limiter import RateLimiter
 from buffer.meters import RateMeter, RunningMean
 from buffer.persistence import Durability
 from buffer.recency import Recency
+from buffer.restore import restore, snapshot_header
 from buffer.sampler import PrioritizedSampler
 from buffer.schema import Trajectory, WireError, decode, encode
 from buffer.storage import TrajectoryStore
@@ -42,7 +43,6 @@ STALE = "stale"
 
 def _reply(status: str, traj_id: str | None, filt: str | None, error: str | None, detail: str | None, seq: int) -> dict[str, Any]:
     return {"status": status, "traj_id": traj_id, "filter": filt, "error": error, "detail": detail, "seq": seq}
-_RESTORE_MAX_FRAME = 1 << 40  # frames in our own log were checked once already
 __all__ = ["STALE", "SUCCESS_ONLY", "ReplayShard", "SampleItems"]
 
 
@@ -86,7 +86,7 @@ class ReplayShard:
                 snapshot_every_s=cfg.snapshot_every_s,
                 snapshot_every_inserts=cfg.snapshot_every_inserts,
             )
-            self._restore()
+            restore(self)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -213,6 +213,8 @@ class ReplayShard:
         if self.limiter is not None:
             self.limiter.on_sample(n_steps)
         self.counters["samples"] += n_steps
+        if self.durability is not None:  # the limiter's side of the ratio must survive a kill -9
+            self.durability.log_samples(self.counters["samples"], self.limiter.samples if self.limiter is not None else None)
         self._sample_rate.add(n_steps)
         self._staleness.add_batch(self.policy_version - versions)
 
@@ -338,16 +340,7 @@ class ReplayShard:
         d = self.durability
         if d is None or not (force or d.snapshot_due()):
             return False
-        header = {
-            "counters": dict(self.counters),
-            "filtered": dict(self._filtered),
-            "filtered_steps": dict(self._filtered_steps),
-            "rejected": dict(self._rejected),
-            "newest": self.sampler.newest,
-            "ref": self.recency.ref,
-            "max_priority": self.sampler.max_priority,
-            "limiter": self.limiter.state() if self.limiter is not None else None,
-        }
+        header = snapshot_header(self)
         t0 = time.perf_counter()
         started = d.start_snapshot(header, self.store.records(), self.sampler.snapshot_priorities())
         ms = 1000 * (time.perf_counter() - t0)  # how long the view capture held the serving thread
@@ -358,41 +351,3 @@ class ReplayShard:
     def close(self) -> None:
         if self.durability is not None:
             self.durability.close()
-
-    def _restore(self) -> None:
-        header, items, records = self.durability.restore()
-        if header is not None:
-            self.counters.update(header.get("counters", {}))
-            self._filtered.update(header.get("filtered", {}))
-            self._filtered_steps.update(header.get("filtered_steps", {}))
-            self._rejected.update(header.get("rejected", {}))
-            self.recency.ref = int(header.get("ref", 0))
-            self.sampler.set_newest(int(header.get("newest", 0)))
-            self.sampler.max_priority = float(header.get("max_priority", 1.0))
-            if self.limiter is not None and header.get("limiter"):
-                self.limiter.restore(header["limiter"])
-            # The snapshot's counters already count its trajectories: store them silently.
-            saved = Counter(self.counters)
-            for frame, prios in items:
-                self._store(decode(frame, _RESTORE_MAX_FRAME), prios)
-            self.counters = saved
-            if self.limiter is not None:
-                self.limiter.restore(header.get("limiter") or {})
-        for rec in records:
-            kind = rec.get("kind")
-            if kind == "ins":
-                traj = decode(rec["frame"], _RESTORE_MAX_FRAME)
-                if traj.traj_id not in self.store:
-                    self.counters["inserts"] += 1
-                    self._store(traj, rec["prio"])
-            elif kind == "pri":
-                steps = np.frombuffer(rec["steps"], "<i4")
-                prios = np.frombuffer(rec["prio"], "<f8")
-                for traj_id, step, p in zip(rec["ids"], steps.tolist(), prios.tolist()):
-                    record = self.store.get(traj_id)
-                    if record is not None and step < len(record.slots):
-                        self.sampler.update(record.slots[step : step + 1], np.array([p]))
-            elif kind == "ver":
-                self.sampler.set_newest(int(rec["v"]))
-        self.counters["restored_trajectories"] = len(self.store)
-        self._insert_rate = RateMeter()  # replayed inserts are not ingest
