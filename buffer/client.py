@@ -296,6 +296,16 @@ def _decode_item(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _decode_group(g: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "group_id": g["group_id"],
+        "trajectories": [decode(f, 1 << 40) for f in g["frames"]],
+        "keys": [np.frombuffer(k, _I64) for k in g["keys"]],
+        "probability": g["probability"],
+        "weight": g["weight"],
+    }
+
+
 class SampleClient(_Dealer):
     """Asks one shard for samples and sends priority updates, one request at a time.
 
@@ -352,16 +362,7 @@ class SampleClient(_Dealer):
         reply = self.call(b"sample_groups", self.sample_body(n, policy_version, timeout_ms), f"sample_groups({n})")
         groups = reply.pop("groups", [])
         self.last_reply = reply
-        return [
-            {
-                "group_id": g["group_id"],
-                "trajectories": [decode(f, 1 << 40) for f in g["frames"]],
-                "keys": [np.frombuffer(k, _I64) for k in g["keys"]],
-                "probability": g["probability"],
-                "weight": g["weight"],
-            }
-            for g in groups
-        ]
+        return [_decode_group(g) for g in groups]
 
     def update_priorities(self, keys: Any, priorities: Any) -> dict[str, Any]:
         """Set new priorities for sampled steps by key. Returns {"updated", "stale"}."""

@@ -41,6 +41,10 @@ from buffer.storage import TrajectoryStore
 STALE = "stale"
 
 
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
 def _reply(status: str, traj_id: str | None, filt: str | None, error: str | None, detail: str | None, seq: int) -> dict[str, Any]:
     return {"status": status, "traj_id": traj_id, "filter": filt, "error": error, "detail": detail, "seq": seq}
 __all__ = ["STALE", "SUCCESS_ONLY", "ReplayShard", "SampleItems"]
@@ -286,14 +290,14 @@ class ReplayShard:
 
     def info(self) -> dict[str, Any]:
         """What a sharded sampling client needs to split a batch across shards."""
-        min_a = self.sampler.min_a()
         return {
             "mass": self.sampler.mass(),
-            "min_a": min_a if np.isfinite(min_a) else None,
+            "min_a": _finite(self.sampler.min_a()),
             "size_steps": self.num_steps,
             "policy_version": self.policy_version,
             "gamma": self.recency.gamma if self.recency.exponential else None,
             "group_mass": self.groups.mass(self.sampler) if self.groups is not None else None,
+            "group_min_a": _finite(self.groups.min_a(self.sampler)) if self.groups is not None else None,
         }
 
     def stats(self) -> dict[str, Any]:
