@@ -80,19 +80,19 @@ def bench_ingest(frames, repeats: int, tmp: str) -> dict:
     return out
 
 
-def breakdown(frames: list[tuple[str, bytes]], repeats: int = 3) -> dict[str, float]:
+def breakdown(frames: list[tuple[str, bytes, str]], repeats: int = 3) -> dict[str, float]:
     """Where an insert's time goes, in this process without sockets: µs per trajectory, the
     best of `repeats` runs of each part (the machine is shared: the minimum is the cost)."""
     runs = [_breakdown_once(frames) for _ in range(repeats)]
     return {k: min(r[k] for r in runs) for k in runs[0]}
 
 
-def _breakdown_once(frames: list[tuple[str, bytes]]) -> dict[str, float]:
+def _breakdown_once(frames: list[tuple[str, bytes, str]]) -> dict[str, float]:
     import msgpack as _m
 
     from buffer.schema import decode
 
-    fs = [f for _, f in frames[:2000]]
+    fs = [f for _, f, _ in frames[:2000]]
     out: dict[str, float] = {}
 
     def per(fn) -> float:
@@ -154,7 +154,7 @@ def bench_sampling(seconds: float) -> dict:
         out[f"build_s_{label}"] = build_s
         del s
     shard = ReplayShard(config={"capacity": 5000, "alpha": 0.6, "beta": 0.4, "recency_gamma": 0.99})
-    for tid, frame in make_frames(2500, seed=2):  # 10k steps
+    for _, frame, _ in make_frames(2500, seed=2):  # 10k steps
         shard.insert(frame)
     srng = np.random.default_rng(3)
     out["shard_sample_items_per_s_10k"] = 256 * time_batches(lambda: shard.sample(256, srng), seconds)

@@ -33,8 +33,9 @@ _REQ = struct.Struct(">Q")
 # --- payload ---
 
 
-def make_frames(n: int, seed: int = 0, steps: int = 4, prompt: int = 728, response: int = 40) -> list[tuple[str, bytes]]:
-    """n distinct trajectories of ~14.6 KB (4 steps of 728 prompt + 40 response tokens)."""
+def make_frames(n: int, seed: int = 0, steps: int = 4, prompt: int = 728, response: int = 40) -> list[tuple[str, bytes, str]]:
+    """n distinct trajectories of ~14.6 KB (4 steps of 728 prompt + 40 response tokens), as
+    (traj_id, frame, group_id); every 4 consecutive ones share a group."""
     rng = np.random.default_rng(seed)
     step_objs = [
         Step(
@@ -51,10 +52,10 @@ def make_frames(n: int, seed: int = 0, steps: int = 4, prompt: int = 728, respon
         for i in range(steps)
     ]
     out = []
-    for _ in range(n):
-        tid = uuid.UUID(bytes=rng.bytes(16)).hex
-        t = Trajectory(tid, "click-button", "g", "actor-0", "miniwob", 0, 0, step_objs, 1.0, True, "correct", time.time())
-        out.append((tid, encode(t)))
+    for k in range(n):
+        tid, gid = uuid.UUID(bytes=rng.bytes(16)).hex, f"{seed}:{k // 4}"  # GRPO-like groups of 4
+        t = Trajectory(tid, "click-button", gid, "actor-0", "miniwob", 0, 0, step_objs, 1.0, True, "correct", time.time())
+        out.append((tid, encode(t), gid))
     return out
 
 
@@ -121,7 +122,7 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return out
 
 
-def pump_raw(address: str, frames: list[tuple[str, bytes]]) -> dict:
+def pump_raw(address: str, frames: list[tuple[str, bytes, str]]) -> dict:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(address)
@@ -142,13 +143,13 @@ def pump_raw(address: str, frames: list[tuple[str, bytes]]) -> dict:
     return {"per_s": len(frames) / elapsed, "max_gap_ms": 1000 * max(gaps)}
 
 
-def pump_client(client, frames: list[tuple[str, bytes]], sharded: bool = False) -> dict:
+def pump_client(client, frames: list[tuple[str, bytes, str]], sharded: bool = False) -> dict:
     clients = client.clients if sharded else [client]
     gaps, last_acked = [], 0
     t0 = last = time.perf_counter()
-    for tid, frame in frames:
+    for tid, frame, gid in frames:
         if sharded:
-            client.insert(frame, traj_id=tid)
+            client.insert(frame, traj_id=tid, group_id=gid)  # routed by group, as the actors do
         else:
             client.insert(frame)
         n = sum(sum(c.counts.values()) for c in clients)
