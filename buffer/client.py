@@ -73,7 +73,7 @@ class _Dealer:
         req = self._next_req
         self._next_req += 1
         try:
-            send_frames(self._sock, [op, _REQ.pack(req), body])
+            send_frames(self._sock, [op, _REQ.pack(req), body], copy_last=False)
         except zmq.Again:
             raise TimeoutError(f"could not queue a request to {self.address} in {self.timeout_s}s") from None
         return req

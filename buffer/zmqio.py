@@ -27,11 +27,13 @@ def recv_frames(sock: zmq.Socket, flags: int = NOBLOCK) -> list[bytes]:
     return parts
 
 
-def send_frames(sock: zmq.Socket, parts: list[bytes], flags: int = 0) -> None:
-    """Send one multipart message; flags apply to every frame (NOBLOCK to never wait)."""
+def send_frames(sock: zmq.Socket, parts: list[bytes], flags: int = 0, copy_last: bool = True) -> None:
+    """Send one multipart message; flags apply to every frame (NOBLOCK to never wait).
+    copy_last=False sends the last frame (a large body) without copying it when pyzmq deems it
+    large enough (its copy_threshold)."""
     send = sock.send
     more = flags | SNDMORE
     for part in parts[:-1]:
         send(part, more)
-    send(parts[-1], flags)
+    send(parts[-1], flags, copy=copy_last)
 
