@@ -328,8 +328,7 @@ _TOP_STR = ("traj_id", "task_id", "group_id", "actor_id", "env", "outcome")
 
 
 def _fast_map(m: dict) -> Trajectory | None:
-    """The common case, a valid trajectory, with as few calls as possible; None when anything is
-    off (the caller then runs `_decode_map`, which names the error)."""
+    """A valid trajectory with as few calls as possible; None if anything is off (`_decode_map` names it)."""
     try:
         schema, raw_steps = m["schema"], m["steps"]
         traj_id, task_id, group_id, actor_id, env, outcome = (m[k] for k in _TOP_STR)
@@ -341,19 +340,13 @@ def _fast_map(m: dict) -> Trajectory | None:
         or schema != SCHEMA_VERSION
         or type(raw_steps) is not list
         or not raw_steps
-        or type(traj_id) is not str
-        or type(task_id) is not str
-        or type(group_id) is not str
-        or type(actor_id) is not str
-        or type(env) is not str
+        or {type(traj_id), type(task_id), type(group_id), type(actor_id), type(env)} != {str}
         or outcome not in OUTCOMES
-        or type(seed) is not int
-        or type(version) is not int
+        or {type(seed), type(version)} != {int}
         or type(success) is not bool
         or type(reward) not in (int, float)
         or type(created) not in (int, float)
-        or not math.isfinite(reward)
-        or not math.isfinite(created)
+        or not (math.isfinite(reward) and math.isfinite(created))
     ):
         return None
     steps = _decode_steps(raw_steps)
