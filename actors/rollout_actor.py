@@ -28,7 +28,6 @@ import concurrent.futures
 import queue
 import threading
 import time
-import zlib
 
 from actors.engine import make_engine
 from actors.env.browser import BrowserHandle
@@ -40,6 +39,7 @@ from actors.slot_metrics import STATES, SlotMetrics
 from actors.staleness import StalenessGate
 from actors.task_sampler import TaskSampler
 from buffer.client import InsertClient
+from buffer.sharded import route_key, shard_for
 from learner.weight_group import open_weight_group
 from learner.weight_receiver import WeightReceiver
 from rewards import make_reward
@@ -314,7 +314,7 @@ class RolloutActor:
         reward = self.reward_fn(success=success, outcome=outcome, env_reward=info.get("raw_reward", 0.0))
         traj = episode.finish(actor_id=self.actor_id, env=f"miniwob/{episode.task}",
                               reward=reward, success=success, outcome=outcome)
-        shard = zlib.crc32(traj.traj_id.encode()) % len(self.clients)
+        shard = shard_for(route_key(traj.traj_id, traj.group_id), len(self.clients))  # a group stays on one shard
         self.clients[shard].insert(traj)
         self.gate.episode_finished(time.monotonic() - episode.started_at)
         self._counts["episodes"] += 1

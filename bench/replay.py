@@ -2,17 +2,21 @@
 
 (a) raw ZMQ DEALER/ROUTER + msgpack round trips with the trajectory payload: the ceiling. The
     ROUTER runs in its own process, unpacks each frame and answers a small msgpack ack; the
-    DEALER keeps `window` requests in flight.
-(b) shard ingest: the real InsertClient against `python -m buffer` with a data dir (decode,
-    validation, filters, storage, sum trees, append-only log, fsync before each ack batch); once
-    without and once with snapshots being written during the run (max gap between acks shown).
+    DEALER keeps WINDOW requests in flight.
+(b) shard ingest: the real InsertClient (also WINDOW unacknowledged inserts in flight) against
+    `python -m buffer` with a data dir (decode, validation, filters, storage, sum trees,
+    append-only log, fsync before each ack batch); once without and once with snapshots being
+    written during the run (max gap between acks shown). Both sides are driven the same way, one
+    client process with the same window, so `ingest_vs_raw` = (b) / (a) is like for like.
+    The shard starts empty and fills (each trajectory lands in fresh memory); a second figure,
+    `ingest_steady_vs_raw`, runs the same stream into a shard already at capacity (evicting).
 (c) prioritized sampling, batch 256, at 10k and 1M stored steps (α, β, exponential recency): the
     sampler (sum-tree descent + importance weights) on a prebuilt tree, and the whole shard
     sample path (items built) at 10k.
 (d) ingest into 1, 2 and 4 shard processes from one ShardedInsertClient.
 
 Ends with one JSON line: ingest_vs_raw, sample_items_per_s_10k, sample_items_per_s_1m,
-ingest_per_s_by_shards (and the raw figures behind them).
+ingest_per_s_by_shards (and the raw figures behind them, CPU per message by side and thread).
 Usage: .venv/bin/python bench/replay.py [--frames 3000] [--repeats 2]
 """
 
@@ -23,187 +27,48 @@ import json
 import os
 import shutil
 import statistics
-import struct
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import msgpack
 import numpy as np
-import zmq
 
-from buffer.client import InsertClient, SampleClient
+from bench.replay_procs import WINDOW, make_frames, pump_client, raw_server, run_against, shard_cmd, spawn, stop
 from buffer.recency import Recency
 from buffer.sampler import PrioritizedSampler
-from buffer.schema import Step, Trajectory, encode
 from buffer.shard import ReplayShard
 from buffer.sharded import ShardedInsertClient
 
-WINDOW = 64
-_REQ = struct.Struct(">Q")
-
-
-# --- payload ---
-
-
-def make_frames(n: int, seed: int = 0, steps: int = 4, prompt: int = 728, response: int = 40) -> list[tuple[str, bytes]]:
-    """n distinct trajectories of ~14.6 KB (4 steps of 728 prompt + 40 response tokens)."""
-    rng = np.random.default_rng(seed)
-    step_objs = [
-        Step(
-            observation="page " * 40,
-            prompt_ids=rng.integers(0, 32_000, prompt).astype(np.int32),
-            response_ids=rng.integers(0, 32_000, response).astype(np.int32),
-            logprobs=-rng.exponential(1.0, response).astype(np.float32),
-            action='click("submit")',
-            allowed_actions=['click("submit")', 'click("cancel")'],
-            reward=0.0,
-            done=i == steps - 1,
-            policy_version=0,
-        )
-        for i in range(steps)
-    ]
-    out = []
-    for _ in range(n):
-        tid = uuid.UUID(bytes=rng.bytes(16)).hex
-        t = Trajectory(tid, "click-button", "g", "actor-0", "miniwob", 0, 0, step_objs, 1.0, True, "correct", time.time())
-        out.append((tid, encode(t)))
-    return out
-
-
-# --- processes ---
-
-
-def raw_server() -> None:
-    """The ceiling's server: ROUTER, msgpack.unpackb of the frame, a small msgpack ack."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.bind("tcp://127.0.0.1:*")
-    print("address", sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
-    seq = 0
-    while True:
-        identity, _op, req, body = sock.recv_multipart()
-        m = msgpack.unpackb(body, raw=False)
-        seq += 1
-        ack = {"status": "stored", "traj_id": m.get("traj_id"), "filter": None, "error": None, "detail": None, "seq": seq}
-        sock.send_multipart([identity, req, msgpack.packb(ack, use_bin_type=True)])
-
-
-def spawn(cmd: list[str]) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().split()
-    if not line or line[0] != "address":
-        proc.kill()
-        raise RuntimeError(f"process did not start: {cmd}")
-    return proc, line[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(20)
-    proc.stdout.close()
-
-
-def shard_cmd(data_dir: str, **config) -> list[str]:
-    return [sys.executable, "-m", "buffer", "--data-dir", data_dir, "--capacity", "100000", "--config", json.dumps(config)]
-
-
-# --- (a) and (b): one stream of inserts ---
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pump_raw(address: str, frames: list[tuple[str, bytes]]) -> dict:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(address)
-    pending, gaps = 0, []
-    t0 = last = time.perf_counter()
-    for i in range(len(frames) + WINDOW):
-        while pending and (pending >= WINDOW or i >= len(frames) or sock.poll(0)):
-            msgpack.unpackb(sock.recv_multipart()[1], raw=False)
-            pending -= 1
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-        if i < len(frames):
-            sock.send_multipart([b"insert", _REQ.pack(i + 1), frames[i][1]], copy=False)
-            pending += 1
-    elapsed = time.perf_counter() - t0
-    sock.close()
-    return {"per_s": len(frames) / elapsed, "max_gap_ms": 1000 * max(gaps)}
-
-
-def pump_client(client, frames: list[tuple[str, bytes]], sharded: bool = False) -> dict:
-    clients = client.clients if sharded else [client]
-    gaps, last_acked = [], 0
-    t0 = last = time.perf_counter()
-    for tid, frame in frames:
-        if sharded:
-            client.insert(frame, traj_id=tid)
-        else:
-            client.insert(frame)
-        n = sum(sum(c.counts.values()) for c in clients)
-        if n != last_acked:
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last, last_acked = now, n
-    client.flush(120)
-    elapsed = time.perf_counter() - t0
-    gaps.append(time.perf_counter() - last)
-    stored = sum(c.counts["stored"] for c in clients)
-    if stored != len(frames):
-        raise RuntimeError(f"only {stored} of {len(frames)} stored")
-    return {"per_s": len(frames) / elapsed, "max_gap_ms": 1000 * max(gaps)}
-
-
-def run_against(cmd: list[str], frames, raw: bool = False, stats: bool = False) -> dict:
-    """One stream into a fresh server process; adds the server's CPU µs per message."""
-    proc, address = spawn(cmd)
-    try:
-        cpu0 = proc_cpu_s(proc.pid)
-        if raw:
-            out = pump_raw(address, frames)
-        else:
-            with InsertClient(address, window=WINDOW, timeout_s=60) as ic:
-                out = pump_client(ic, frames)
-        out["server_cpu_us"] = 1e6 * (proc_cpu_s(proc.pid) - cpu0) / len(frames)
-        if stats:
-            with SampleClient(address, timeout_s=30) as sc:
-                out["durability"] = sc.stats()["durability"]
-    finally:
-        stop(proc)
-    return out
-
 
 def bench_ingest(frames, repeats: int, tmp: str) -> dict:
-    runs: dict[str, list[dict]] = {"raw": [], "shard": [], "nofsync": []}
+    runs: dict[str, list[dict]] = {"raw": [], "shard": [], "nofsync": [], "steady": []}
+    warm = make_frames(len(frames) // 2, seed=7)
     for r in range(repeats):  # alternate, so all see the same machine load
         runs["raw"].append(run_against([sys.executable, __file__, "--raw-server"], frames, raw=True))
         runs["shard"].append(run_against(shard_cmd(tempfile.mkdtemp(dir=tmp), snapshot_every_s=None), frames))
         cmd = shard_cmd(tempfile.mkdtemp(dir=tmp), snapshot_every_s=None, fsync=False)
         runs["nofsync"].append(run_against(cmd, frames))
-        print("  run", r, "  ".join(f"{k} {v[-1]['per_s']:.0f}/s ({v[-1]['server_cpu_us']:.0f} µs CPU/msg)" for k, v in runs.items()))
+        cmd = shard_cmd(tempfile.mkdtemp(dir=tmp), capacity=len(warm), snapshot_every_s=None)
+        runs["steady"].append(run_against(cmd, frames, warm=warm))
+        print(
+            "  run", r, "  ".join(
+                f"{k} {v[-1]['per_s']:.0f}/s (server CPU µs/msg {v[-1]['server_cpu_us']:.0f}: threads "
+                f"{v[-1]['server_threads_cpu_us']}; client {v[-1]['client_cpu_us']:.0f})"
+                for k, v in runs.items()
+            ),
+            flush=True,
+        )
     every = max(200, len(frames) // 4)
     d = tempfile.mkdtemp(dir=tmp)
     snap = run_against(shard_cmd(d, snapshot_every_s=None, snapshot_every_inserts=every), frames, stats=True)
     out = {f"{k}_per_s": statistics.median(x["per_s"] for x in v) for k, v in runs.items()}
     out.update({f"{k}_cpu_us": statistics.median(x["server_cpu_us"] for x in v) for k, v in runs.items()})
+    out.update({f"{k}_client_cpu_us": statistics.median(x["client_cpu_us"] for x in v) for k, v in runs.items()})
+    out.update({f"{k}_threads_cpu_us": min((x["server_threads_cpu_us"] for x in v), key=sum) for k, v in runs.items()})
     out.update({f"{k}_max_ack_gap_ms": max(x["max_gap_ms"] for x in v) for k, v in runs.items()})
     out.update(
         snap_per_s=snap["per_s"],
@@ -215,19 +80,19 @@ def bench_ingest(frames, repeats: int, tmp: str) -> dict:
     return out
 
 
-def breakdown(frames: list[tuple[str, bytes]], repeats: int = 3) -> dict[str, float]:
+def breakdown(frames: list[tuple[str, bytes, str]], repeats: int = 3) -> dict[str, float]:
     """Where an insert's time goes, in this process without sockets: µs per trajectory, the
     best of `repeats` runs of each part (the machine is shared: the minimum is the cost)."""
     runs = [_breakdown_once(frames) for _ in range(repeats)]
     return {k: min(r[k] for r in runs) for k in runs[0]}
 
 
-def _breakdown_once(frames: list[tuple[str, bytes]]) -> dict[str, float]:
+def _breakdown_once(frames: list[tuple[str, bytes, str]]) -> dict[str, float]:
     import msgpack as _m
 
     from buffer.schema import decode
 
-    fs = [f for _, f in frames[:2000]]
+    fs = [f for _, f, _ in frames[:2000]]
     out: dict[str, float] = {}
 
     def per(fn) -> float:
@@ -289,7 +154,7 @@ def bench_sampling(seconds: float) -> dict:
         out[f"build_s_{label}"] = build_s
         del s
     shard = ReplayShard(config={"capacity": 5000, "alpha": 0.6, "beta": 0.4, "recency_gamma": 0.99})
-    for tid, frame in make_frames(2500, seed=2):  # 10k steps
+    for _, frame, _ in make_frames(2500, seed=2):  # 10k steps
         shard.insert(frame)
     srng = np.random.default_rng(3)
     out["shard_sample_items_per_s_10k"] = 256 * time_batches(lambda: shard.sample(256, srng), seconds)
@@ -337,14 +202,23 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; payload {len(frames[0][1])} B, window {WINDOW}")
     tmp = tempfile.mkdtemp(prefix="fwbench")
     try:
-        print("(a)/(b) raw round trips vs shard ingest (acks + log + fsync):", flush=True)
+        print(
+            f"(a)/(b) raw round trips vs shard ingest (acks + log + fsync); both driven alike: one client process, "
+            f"a DEALER with {WINDOW} requests in flight (raw: a bare send/recv loop; shard: InsertClient(window={WINDOW}))",
+            flush=True,
+        )
         ing = bench_ingest(frames, args.repeats, tmp)
         ratio, ratio_nofsync = ing["shard_per_s"] / ing["raw_per_s"], ing["nofsync_per_s"] / ing["raw_per_s"]
+        ratio_steady = ing["steady_per_s"] / ing["raw_per_s"]
         cpu_ratio = ing["raw_cpu_us"] / ing["shard_cpu_us"]
         print(
             f"  medians: raw {ing['raw_per_s']:.0f}/s, shard {ing['shard_per_s']:.0f}/s -> ratio {ratio:.2f} (goal >= 0.8); "
             f"log without fsync (survives kill -9, not power loss) {ing['nofsync_per_s']:.0f}/s -> {ratio_nofsync:.2f}; "
-            f"server CPU per message raw {ing['raw_cpu_us']:.0f} µs vs shard {ing['shard_cpu_us']:.0f} µs -> {cpu_ratio:.2f}"
+            f"shard at capacity (evicting) {ing['steady_per_s']:.0f}/s -> {ratio_steady:.2f}; "
+            f"server CPU per message raw {ing['raw_cpu_us']:.0f} µs vs shard {ing['shard_cpu_us']:.0f} µs -> {cpu_ratio:.2f} "
+            f"(busiest threads: raw {ing['raw_threads_cpu_us']}, shard {ing['shard_threads_cpu_us']} = serving thread, "
+            f"log writer / ZMQ I/O); client CPU per message raw {ing['raw_client_cpu_us']:.0f} µs, "
+            f"shard {ing['shard_client_cpu_us']:.0f} µs"
         )
         print(
             f"  with {ing['snapshots_written']} snapshot(s) written during a run: {ing['snap_per_s']:.0f}/s, max gap between "
@@ -373,13 +247,17 @@ def main() -> None:
     print(f"total {time.perf_counter() - t_start:.0f} s")
     result = {
         "ingest_vs_raw": round(ratio, 3),
+        "ingest_vs_raw_drive": f"both one client process, window {WINDOW} (raw DEALER loop vs InsertClient)",
         "sample_items_per_s_10k": round(smp["sample_items_per_s_10k"]),
         "sample_items_per_s_1m": round(smp["sample_items_per_s_1m"]),
         "ingest_per_s_by_shards": {k: round(v) for k, v in by_shards.items()},
         "raw_per_s": round(ing["raw_per_s"]),
         "ingest_per_s": round(ing["shard_per_s"]),
         "ingest_nofsync_vs_raw": round(ratio_nofsync, 3),
+        "ingest_steady_vs_raw": round(ratio_steady, 3),
         "server_cpu_us_per_msg": {"raw": round(ing["raw_cpu_us"]), "shard": round(ing["shard_cpu_us"])},
+        "server_threads_cpu_us_per_msg": {"raw": ing["raw_threads_cpu_us"], "shard": ing["shard_threads_cpu_us"]},
+        "client_cpu_us_per_msg": {"raw": round(ing["raw_client_cpu_us"]), "shard": round(ing["shard_client_cpu_us"])},
         "snapshot_capture_ms_max": ing["snapshot_capture_ms_max"],
         "snapshot_max_ack_gap_ms": round(ing["snap_max_ack_gap_ms"], 1),
         "no_snapshot_max_ack_gap_ms": round(ing["shard_max_ack_gap_ms"], 1),

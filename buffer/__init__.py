@@ -3,8 +3,9 @@
 One concept per module: schema (wire format), config (ReplayConfig), storage (FIFO trajectories
 and step slots), sumtree, sampler (priority^α × recency, IS weights), recency, filters, limiter
 (samples per insert), groups (GRPO), items (sample maps), segment_log + log_writer + snapshot +
-persistence (durability), meters, shard (ReplayShard: the composition), protocol + server
-(ShardServer), client (InsertClient, SampleClient), sharded (clients over S shards), service
+persistence (durability), restore (a restarted shard's rebuild), meters, shard (ReplayShard: the
+composition), protocol + server (ShardServer), zmqio (multipart I/O on the hot paths), client
+(InsertClient, SampleClient), sharded (clients over S shards, routing by group), service
 (ShardActor for Ray); `python -m buffer` runs a standalone shard process.
 
 Importing `buffer` loads only the schema (numpy, msgpack); import the modules for the rest.

@@ -33,6 +33,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from buffer.schema import FLOAT32, INT32, Trajectory, decode, encode
+from buffer.zmqio import NOBLOCK, recv_frames, send_frames
 
 _REQ = struct.Struct(">Q")
 _I64, _F64 = np.dtype("<i8"), np.dtype("<f8")
@@ -72,7 +73,7 @@ class _Dealer:
         req = self._next_req
         self._next_req += 1
         try:
-            self._sock.send_multipart([op, _REQ.pack(req), body], copy=False)
+            send_frames(self._sock, [op, _REQ.pack(req), body], copy_last=False)
         except zmq.Again:
             raise TimeoutError(f"could not queue a request to {self.address} in {self.timeout_s}s") from None
         return req
@@ -84,8 +85,8 @@ class _Dealer:
             return None
         return self._read()
 
-    def _read(self) -> tuple[int, dict[str, Any]]:
-        frames = self._sock.recv_multipart()
+    def _read(self, flags: int = 0) -> tuple[int, dict[str, Any]]:
+        frames = recv_frames(self._sock, flags)
         if len(frames) != 2 or len(frames[0]) != 8:
             return 0, _bad_reply(f"{len(frames)} frames")
         try:
@@ -157,8 +158,9 @@ class InsertClient(_Dealer):
             frame, traj_id = bytes(traj_or_bytes), None
         else:
             raise TypeError(f"insert takes a Trajectory or bytes, got {type(traj_or_bytes).__name__}")
-        self._collect(time.monotonic())  # take the acks that already arrived, no waiting
-        if len(self._pending) >= self.window:
+        if len(self._pending) < self.window:
+            self._collect(time.monotonic())  # take the acks that already arrived, no waiting
+        else:
             deadline = time.monotonic() + self.timeout_s
             while len(self._pending) >= self.window:
                 if self._collect(deadline, wait=True):
@@ -226,28 +228,42 @@ class InsertClient(_Dealer):
 
     def _collect(self, deadline: float, wait: bool = False) -> int:
         """Record every reply that is ready; with wait=True, first wait for one until deadline.
-        Returns how many replies arrived (final or "retry")."""
+        Returns how many replies arrived (final or "retry"). One poll covers the socket and
+        the connection monitor; the replies that are ready are then read without polling."""
         got = 0
         while True:
-            self._watch_connection()
-            wait_until = deadline if wait and not got else time.monotonic()
+            now = time.monotonic()
+            wait_until = deadline if wait and not got else now
             if self.resend_after_s is not None:
-                wait_until = min(wait_until, time.monotonic() + self.resend_after_s)
-            ready = dict(self._poller.poll(max(0, int((wait_until - time.monotonic()) * 1000))))
-            if self._sock not in ready:
+                wait_until = min(wait_until, now + self.resend_after_s)
+            sock_ready = monitor_ready = False
+            for r, _ in self._poller.poll(max(0, int((wait_until - now) * 1000))):
+                if r is self._sock:
+                    sock_ready = True
+                else:
+                    monitor_ready = True
+            if monitor_ready:
+                self._watch_connection()
+            if not sock_ready:
                 self._resend_late()  # only once no reply is waiting to be read
-                if self._monitor in ready or (wait and not got and time.monotonic() < deadline):
+                if monitor_ready or (wait and not got and time.monotonic() < deadline):
                     continue
                 return got
-            req, reply = self._read()
-            got += 1
-            entry = self._by_req.pop(req, None)
-            if entry is None or entry.done:
-                self.counts["unmatched"] += 1  # unknown, or a second reply for an acked insert
-                continue
-            if reply.get("status", "error") == "retry":  # rate limited: send it again
-                self._resend(entry)
-                continue
+            while True:
+                try:
+                    req, reply = self._read(NOBLOCK)
+                except zmq.Again:
+                    break
+                got += 1
+                self._take(req, reply)
+
+    def _take(self, req: int, reply: dict[str, Any]) -> None:
+        entry = self._by_req.pop(req, None)
+        if entry is None or entry.done:
+            self.counts["unmatched"] += 1  # unknown, or a second reply for an acked insert
+        elif reply.get("status", "error") == "retry":  # rate limited: send it again
+            self._resend(entry)
+        else:
             self._complete(entry, req, reply)
 
     def _complete(self, entry: _Pending, req: int, reply: dict[str, Any]) -> None:
@@ -278,6 +294,16 @@ def _decode_item(item: dict[str, Any]) -> dict[str, Any]:
     out["response_ids"] = np.frombuffer(item["response_ids"], dtype=INT32)
     out["logprobs"] = np.frombuffer(item["logprobs"], dtype=FLOAT32)
     return out
+
+
+def _decode_group(g: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "group_id": g["group_id"],
+        "trajectories": [decode(f, 1 << 40) for f in g["frames"]],
+        "keys": [np.frombuffer(k, _I64) for k in g["keys"]],
+        "probability": g["probability"],
+        "weight": g["weight"],
+    }
 
 
 class SampleClient(_Dealer):
@@ -336,16 +362,7 @@ class SampleClient(_Dealer):
         reply = self.call(b"sample_groups", self.sample_body(n, policy_version, timeout_ms), f"sample_groups({n})")
         groups = reply.pop("groups", [])
         self.last_reply = reply
-        return [
-            {
-                "group_id": g["group_id"],
-                "trajectories": [decode(f, 1 << 40) for f in g["frames"]],
-                "keys": [np.frombuffer(k, _I64) for k in g["keys"]],
-                "probability": g["probability"],
-                "weight": g["weight"],
-            }
-            for g in groups
-        ]
+        return [_decode_group(g) for g in groups]
 
     def update_priorities(self, keys: Any, priorities: Any) -> dict[str, Any]:
         """Set new priorities for sampled steps by key. Returns {"updated", "stale"}."""

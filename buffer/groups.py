@@ -150,6 +150,11 @@ class GroupIndex:
         self.refresh(sampler)
         return self._sum.total * sampler.recency.scale_to(sampler.newest)
 
+    def min_a(self, sampler: PrioritizedSampler) -> float:
+        """Smallest A_g (mean p^α of a group's steps) among drawable groups (inf when none)."""
+        self.refresh(sampler)
+        return self._min.min
+
     def sample(self, n: int, rng: np.random.Generator, sampler: PrioritizedSampler, beta: float):
         """(group indices, probabilities, importance weights); empty arrays when none is drawable."""
         self.refresh(sampler)

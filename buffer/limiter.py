@@ -17,8 +17,8 @@ Not guaranteed:
 - Progress when a single trajectory is wider than the buffer (k · spi > 2 · error_buffer): such an
   insert would wait forever, so when samples are blocked too it is let through anyway and diff
   may then exceed max_diff by less than k · spi. Keep error_buffer >= spi · (longest trajectory).
-- After a restart, `samples` is what the last snapshot recorded (samples since are forgotten), so
-  a restored shard may allow up to that many extra samples.
+- After a restart of a shard without a data_dir everything starts from zero; with one, the
+  counts come back (samples are logged, buffer/persistence.py) but the seen-diff extremes do not.
 """
 
 from __future__ import annotations

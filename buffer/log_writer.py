@@ -1,12 +1,15 @@
 """LogWriter: the shard's log is written and fsync'd by one background thread (group commit).
 
-The serving thread only enqueues records (`append`, a deque push) and `kick()`s the writer once
-per batch of requests; the writer thread takes everything queued, writes it (CRC, writev), fsyncs once for the
-whole lot, then advances `durable` (a count of records) and wakes the server through a pipe the
-server's zmq.Poller watches. The server sends a batch's replies once `durable` has reached the
-count at the end of that batch. Records that arrive during one fsync share the next one, so the
-group size adapts to the disk, and the disk's latency overlaps with the serving thread's work.
-CRC, writev and fdatasync release the GIL, so on a second core this work runs in parallel.
+The serving thread frames each record (`append`: length + CRC header, a deque push) and
+`kick()`s the writer once per batch of requests; the writer thread takes everything queued,
+writes it with one writev, fsyncs once for the whole lot, then advances `durable` (a count of
+records) and wakes the server through a pipe the server's zmq.Poller watches. The server sends a
+batch's replies once `durable` has reached the count at the end of that batch. Records that
+arrive during one fsync share the next one, so the group size adapts to the disk, and the disk's
+latency overlaps with the serving thread's work.
+The writer thread needs the GIL only a few times per batch (writev and fdatasync release it):
+writing record by record, each call handed the GIL back and forth with the serving thread, and
+those hand-offs cost more than the writes.
 
 `rotate()` enqueues a marker: every record queued before it lands in segments <= the closed one,
 every record after it in later ones. Its result (the closed segment number) comes back as a
@@ -27,7 +30,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 
-from buffer.segment_log import SegmentLog
+from buffer.segment_log import SegmentLog, framed
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ class LogWriter:
     def append(self, *parts: bytes) -> int:
         """Queue one record (payload = the parts, not copied). Returns its position. The writer
         starts on it at the next `kick()` (the server kicks once per batch of requests)."""
-        self._queue.append(parts)  # deque.append is atomic; only this thread appends
+        self._queue.append(framed(*parts))  # deque.append is atomic; only this thread appends
         self.enqueued += 1
         return self.enqueued
 
@@ -110,11 +113,15 @@ class LogWriter:
             if not batch:
                 continue
             try:
+                run: list[tuple[bytes, ...]] = []
                 for item in batch:
                     if isinstance(item, _Rotate):
+                        self.log.write(run)
+                        run = []
                         item.closed.set_result(self.log.rotate())
                     else:
-                        self.log.append(*item)
+                        run.append(item)
+                self.log.write(run)
                 self.log.sync()
             except Exception as err:  # kept in `error`: nothing more is acknowledged
                 log.exception("shard log writer failed")

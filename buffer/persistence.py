@@ -5,6 +5,8 @@ Log records (buffer/segment_log.py framing), by their first byte:
          unless a filter changed it>  (written without copying the frame)
   b"M" + msgpack {"kind": "pri", "ids": [traj_id, …], "steps": <int32 LE>, "prio": <float64 LE>}
   b"M" + msgpack {"kind": "ver", "v": <newest policy version>}
+  b"M" + msgpack {"kind": "smp", "samples": <steps sampled, total>, "limiter": <the rate limiter's
+         sample count, total, or nil>}  (one per sample request, after it was drawn)
 Restore yields every record as a map: {"kind": "ins", "frame", "prio"} for b"I" records.
 A snapshot covering segments 1..N plus the records of segments > N rebuild the shard: the
 snapshot's trajectories with their priorities in FIFO order, then the log replayed through the
@@ -16,8 +18,9 @@ has written and fsync'd past the batch (group commit). So an acknowledged insert
 update survives kill -9 (and, with fsync on, a machine crash).
 
 Not guaranteed:
-- Samples are not logged: rate-limiter sample counts and sampling statistics come back as of the
-  last snapshot. Sample keys handed out before a restart are stale after it.
+- Sample counts are logged (the reply to a sample waits for that record, like an insert's ack),
+  so the rate limiter comes back with every sample it allowed; sampling meters (rates, staleness)
+  do not. Sample keys handed out before a restart are stale after it.
 - Filtered, rejected and duplicate inserts leave no record (their counters restart from the
   snapshot's values).
 - A single directory belongs to a single shard process: nothing locks it against a second one.
@@ -107,6 +110,9 @@ class Durability:
             "prio": np.asarray(priorities, F64).tobytes(),
         }
         self.writer.append(b"M" + _pack(rec))
+
+    def log_samples(self, samples: int, limiter_samples: int | None) -> None:
+        self.writer.append(b"M" + _pack({"kind": "smp", "samples": int(samples), "limiter": limiter_samples}))
 
     def log_version(self, version: int) -> None:
         self.writer.append(b"M" + _pack({"kind": "ver", "v": int(version)}))

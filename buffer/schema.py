@@ -324,6 +324,35 @@ def _decode_steps(raw_steps: list) -> list[Step]:
     return [_decode_step(s, i) for i, s in enumerate(raw_steps)]
 
 
+_TOP_STR = ("traj_id", "task_id", "group_id", "actor_id", "env", "outcome")
+
+
+def _fast_map(m: dict) -> Trajectory | None:
+    """A valid trajectory with as few calls as possible; None if anything is off (`_decode_map` names it)."""
+    try:
+        schema, raw_steps = m["schema"], m["steps"]
+        traj_id, task_id, group_id, actor_id, env, outcome = (m[k] for k in _TOP_STR)
+        seed, version, reward, success, created = m["seed"], m["policy_version"], m["reward"], m["success"], m["created_at"]
+    except KeyError:
+        return None
+    if (
+        type(schema) is not int
+        or schema != SCHEMA_VERSION
+        or type(raw_steps) is not list
+        or not raw_steps
+        or {type(traj_id), type(task_id), type(group_id), type(actor_id), type(env)} != {str}
+        or outcome not in OUTCOMES
+        or {type(seed), type(version)} != {int}
+        or type(success) is not bool
+        or type(reward) not in (int, float)
+        or type(created) not in (int, float)
+        or not (math.isfinite(reward) and math.isfinite(created))
+    ):
+        return None
+    steps = _decode_steps(raw_steps)
+    return Trajectory(traj_id, task_id, group_id, actor_id, env, seed, version, steps, float(reward), success, outcome, float(created))
+
+
 def _decode_map(m: dict) -> Trajectory:
     r = _Reader(m)
     schema = r.get("schema")
@@ -365,7 +394,7 @@ def decode(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Trajectory
         raise WireError("not_a_map", f"frame (top level is {type(m).__name__})")
     traj_id = m.get("traj_id")
     try:
-        return _decode_map(m)
+        return _fast_map(m) or _decode_map(m)
     except WireError as err:
         err.traj_id = traj_id if isinstance(traj_id, str) else None
         raise

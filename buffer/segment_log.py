@@ -6,9 +6,10 @@ directory; appends go to the newest, which is closed and a new one begun when it
 A process never appends to a segment it did not create: after a restart it starts a new one, so
 a torn record can only be at the end of a segment, and reading a segment stops there.
 
-`append` writes into the OS page cache (one writev(2) per record); `sync` makes everything
-appended so far durable (fdatasync). The shard acknowledges an insert only after a `sync` that
-covered it returned.
+`write` puts a batch of records into the OS page cache (one writev(2) per batch, the records
+framed beforehand by `framed` on the serving thread); `sync` makes everything written so far
+durable (fdatasync). The shard acknowledges an insert only after a `sync` that covered it
+returned.
 
 Not guaranteed:
 - Thread safety: one thread appends, syncs and rotates (the shard's log writer,
@@ -33,10 +34,21 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct("<II")
 _SEGMENT = re.compile(r"^log-(\d{8})\.seg$")
 MAX_RECORD_BYTES = 1 << 30
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
 
 
 def frame_record(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def framed(*parts: bytes) -> tuple[bytes, ...]:
+    """One record whose payload is the concatenation of `parts`, as (header, *parts): nothing
+    is copied, the writev takes the pieces as they are."""
+    crc, length = 0, 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+        length += len(part)
+    return (_HEADER.pack(length, crc), *parts)
 
 
 def read_records(path: Path) -> Iterator[bytes]:
@@ -114,18 +126,31 @@ class SegmentLog:
 
     def append(self, *parts: bytes) -> None:
         """Append one record whose payload is the concatenation of `parts` (not copied)."""
-        if self._size >= self.segment_bytes:
-            self.rotate()
-        crc, length = 0, 0
-        for part in parts:
-            crc = zlib.crc32(part, crc)
-            length += len(part)
-        header = _HEADER.pack(length, crc)
-        n = os.writev(self._fd, [header, *parts])
-        if n != len(header) + length:  # regular files: short writes mean a full disk
-            raise OSError(f"short write to {self.path(self.current)} ({n} bytes)")
+        self.write([framed(*parts)])
+
+    def write(self, records: list[tuple[bytes, ...]]) -> None:
+        """Append records framed by `framed`, in order: one writev per run of records that
+        fits the current segment (and IOV_MAX)."""
+        iov: list[bytes] = []
+        expect = 0
+        for rec in records:
+            if self._size + expect >= self.segment_bytes or len(iov) + len(rec) > _IOV_MAX:
+                self._writev(iov, expect)
+                iov, expect = [], 0
+                if self._size >= self.segment_bytes:
+                    self.rotate()
+            iov.extend(rec)
+            expect += sum(map(len, rec))
+            self.appended += 1
+        self._writev(iov, expect)
+
+    def _writev(self, iov: list[bytes], expect: int) -> None:
+        if not iov:
+            return
+        n = os.writev(self._fd, iov)
+        if n != expect:  # regular files: short writes mean a full disk
+            raise OSError(f"short write to {self.path(self.current)} ({n} of {expect} bytes)")
         self._size += n
-        self.appended += 1
         self.appended_bytes += n
 
     def sync(self) -> None:

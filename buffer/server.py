@@ -56,6 +56,7 @@ from buffer.protocol import (
 )
 from buffer.schema import encode
 from buffer.shard import ReplayShard
+from buffer.zmqio import NOBLOCK, recv_frames, send_frames
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,7 @@ _POLL_MS = 50  # how long stop() may wait for the loop to notice
 _WAITING_OPS = (b"insert", b"sample", b"sample_groups")
 
 
-def _pack(reply: dict[str, Any]) -> bytes:
-    return msgpack.packb(reply, use_bin_type=True)
+_pack = msgpack.Packer(use_bin_type=True).pack  # one Packer: packb builds a new one per call
 
 
 class ShardServer:
@@ -165,22 +165,21 @@ class ShardServer:
         self._ready.set()
         try:
             while not self._stop.is_set():
-                poller.poll(self._poll_ms())
-                if writer is not None:
+                ready = poller.poll(self._poll_ms())
+                if writer is not None and any(r is not sock for r, _ in ready):
                     writer.drain_wakeups()
                 out: list[list[bytes]] = []
                 for _ in range(self.max_batch):  # drain what is ready, up to one batch
-                    if self._stop.is_set():
-                        break
                     try:
-                        frames = sock.recv_multipart(zmq.NOBLOCK)
+                        frames = recv_frames(sock)
                     except zmq.Again:
                         break
                     try:
                         self._serve_one(frames, out)
                     except Exception:
                         log.exception("shard server: request dropped")
-                self._after_batch(out)
+                if self._waiting_inserts or self._waiting_samples:
+                    self._after_batch(out)
                 if writer is None:
                     self._send(sock, out)
                 else:
@@ -214,7 +213,7 @@ class ShardServer:
     def _send(sock: zmq.Socket, out: list[list[bytes]]) -> None:
         for msg in out:
             try:
-                sock.send_multipart(msg, zmq.NOBLOCK)
+                send_frames(sock, msg, NOBLOCK)
             except zmq.ZMQError as err:
                 # The peer is gone or its queue is full: drop this reply, keep serving.
                 log.warning("shard server: reply dropped (%s)", err)
@@ -235,8 +234,20 @@ class ShardServer:
             out.append([identity, req_id, _pack(reply)])
             return
         op, req_id, body = rest
-        if op == b"insert" and self._waiting_inserts:  # keep arrival order behind waiting inserts
-            self._wait_insert(identity, req_id, body)
+        if op == b"insert":
+            if self._waiting_inserts:  # keep arrival order behind waiting inserts
+                self._wait_insert(identity, req_id, body)
+                return
+            try:
+                with self.lock:
+                    reply = self.shard.insert(body, sync=False)
+            except Exception as err:  # one bad request must never stop the shard
+                log.exception("shard server: error handling an insert")
+                reply = error_reply("internal", f"{type(err).__name__}: {err}")
+            if reply["status"] == "retry":
+                self._wait_insert(identity, req_id, body)
+            else:
+                out.append([identity, req_id, _pack(reply)])
             return
         reply = self._handle_safely(op, body)
         if reply.get("status") == "retry" and op in _WAITING_OPS:

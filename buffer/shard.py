@@ -33,12 +33,20 @@ from buffer.limiter import RateLimiter
 from buffer.meters import RateMeter, RunningMean
 from buffer.persistence import Durability
 from buffer.recency import Recency
+from buffer.restore import restore, snapshot_header
 from buffer.sampler import PrioritizedSampler
 from buffer.schema import Trajectory, WireError, decode, encode
 from buffer.storage import TrajectoryStore
 
 STALE = "stale"
-_RESTORE_MAX_FRAME = 1 << 40  # frames in our own log were checked once already
+
+
+def _finite(x: float) -> float | None:
+    return x if np.isfinite(x) else None
+
+
+def _reply(status: str, traj_id: str | None, filt: str | None, error: str | None, detail: str | None, seq: int) -> dict[str, Any]:
+    return {"status": status, "traj_id": traj_id, "filter": filt, "error": error, "detail": detail, "seq": seq}
 __all__ = ["STALE", "SUCCESS_ONLY", "ReplayShard", "SampleItems"]
 
 
@@ -82,7 +90,7 @@ class ReplayShard:
                 snapshot_every_s=cfg.snapshot_every_s,
                 snapshot_every_inserts=cfg.snapshot_every_inserts,
             )
-            self._restore()
+            restore(self)
 
     def __len__(self) -> int:
         return len(self.store)
@@ -102,15 +110,13 @@ class ReplayShard:
         "filtered", "error" (with a named error) or "retry" (rate limited; nothing counted).
         `seq` is this shard's running count of insert requests, this one included."""
         c = self.counters
-        reply: dict[str, Any] = {"status": "error", "traj_id": None, "filter": None, "error": None, "detail": None}
         try:
             traj = decode(frame, self.max_frame_bytes)
         except WireError as err:
             c["inserts"] += 1
             self._rejected[err.code] += 1
-            reply.update(traj_id=err.traj_id, error=err.code, detail=str(err), seq=c["inserts"])
-            return reply
-        reply["traj_id"] = traj.traj_id
+            return _reply("error", err.traj_id, None, err.code, str(err), c["inserts"])
+        reply: dict[str, Any] = {"status": "error", "traj_id": traj.traj_id, "filter": None, "error": None, "detail": None}
         if traj.traj_id in self.store:
             c["inserts"] += 1
             c["duplicates"] += 1
@@ -118,7 +124,11 @@ class ReplayShard:
             return reply
         result = self.filters.apply(traj)
         reason = result.reason
-        if reason is None and self.recency.is_stale(max(s.policy_version for s in result.traj.steps), self.policy_version):
+        if (
+            reason is None
+            and self.recency.max_staleness is not None
+            and self.recency.is_stale(max(s.policy_version for s in result.traj.steps), self.policy_version)
+        ):
             reason = STALE
         if reason is None and self.limiter is not None:
             k = len(result.traj.steps)
@@ -128,7 +138,8 @@ class ReplayShard:
                 return reply
         c["inserts"] += 1
         reply["seq"] = c["inserts"]
-        self._filtered_steps.update(result.dropped_steps)
+        if result.dropped_steps:
+            self._filtered_steps.update(result.dropped_steps)
         if reason is not None:
             self._filtered[reason] += 1
             reply.update(status="filtered", filter=reason)
@@ -206,6 +217,8 @@ class ReplayShard:
         if self.limiter is not None:
             self.limiter.on_sample(n_steps)
         self.counters["samples"] += n_steps
+        if self.durability is not None:  # the limiter's side of the ratio must survive a kill -9
+            self.durability.log_samples(self.counters["samples"], self.limiter.samples if self.limiter is not None else None)
         self._sample_rate.add(n_steps)
         self._staleness.add_batch(self.policy_version - versions)
 
@@ -277,14 +290,14 @@ class ReplayShard:
 
     def info(self) -> dict[str, Any]:
         """What a sharded sampling client needs to split a batch across shards."""
-        min_a = self.sampler.min_a()
         return {
             "mass": self.sampler.mass(),
-            "min_a": min_a if np.isfinite(min_a) else None,
+            "min_a": _finite(self.sampler.min_a()),
             "size_steps": self.num_steps,
             "policy_version": self.policy_version,
             "gamma": self.recency.gamma if self.recency.exponential else None,
             "group_mass": self.groups.mass(self.sampler) if self.groups is not None else None,
+            "group_min_a": _finite(self.groups.min_a(self.sampler)) if self.groups is not None else None,
         }
 
     def stats(self) -> dict[str, Any]:
@@ -331,16 +344,7 @@ class ReplayShard:
         d = self.durability
         if d is None or not (force or d.snapshot_due()):
             return False
-        header = {
-            "counters": dict(self.counters),
-            "filtered": dict(self._filtered),
-            "filtered_steps": dict(self._filtered_steps),
-            "rejected": dict(self._rejected),
-            "newest": self.sampler.newest,
-            "ref": self.recency.ref,
-            "max_priority": self.sampler.max_priority,
-            "limiter": self.limiter.state() if self.limiter is not None else None,
-        }
+        header = snapshot_header(self)
         t0 = time.perf_counter()
         started = d.start_snapshot(header, self.store.records(), self.sampler.snapshot_priorities())
         ms = 1000 * (time.perf_counter() - t0)  # how long the view capture held the serving thread
@@ -351,41 +355,3 @@ class ReplayShard:
     def close(self) -> None:
         if self.durability is not None:
             self.durability.close()
-
-    def _restore(self) -> None:
-        header, items, records = self.durability.restore()
-        if header is not None:
-            self.counters.update(header.get("counters", {}))
-            self._filtered.update(header.get("filtered", {}))
-            self._filtered_steps.update(header.get("filtered_steps", {}))
-            self._rejected.update(header.get("rejected", {}))
-            self.recency.ref = int(header.get("ref", 0))
-            self.sampler.set_newest(int(header.get("newest", 0)))
-            self.sampler.max_priority = float(header.get("max_priority", 1.0))
-            if self.limiter is not None and header.get("limiter"):
-                self.limiter.restore(header["limiter"])
-            # The snapshot's counters already count its trajectories: store them silently.
-            saved = Counter(self.counters)
-            for frame, prios in items:
-                self._store(decode(frame, _RESTORE_MAX_FRAME), prios)
-            self.counters = saved
-            if self.limiter is not None:
-                self.limiter.restore(header.get("limiter") or {})
-        for rec in records:
-            kind = rec.get("kind")
-            if kind == "ins":
-                traj = decode(rec["frame"], _RESTORE_MAX_FRAME)
-                if traj.traj_id not in self.store:
-                    self.counters["inserts"] += 1
-                    self._store(traj, rec["prio"])
-            elif kind == "pri":
-                steps = np.frombuffer(rec["steps"], "<i4")
-                prios = np.frombuffer(rec["prio"], "<f8")
-                for traj_id, step, p in zip(rec["ids"], steps.tolist(), prios.tolist()):
-                    record = self.store.get(traj_id)
-                    if record is not None and step < len(record.slots):
-                        self.sampler.update(record.slots[step : step + 1], np.array([p]))
-            elif kind == "ver":
-                self.sampler.set_newest(int(rec["v"]))
-        self.counters["restored_trajectories"] = len(self.store)
-        self._insert_rate = RateMeter()  # replayed inserts are not ingest

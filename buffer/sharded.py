@@ -1,21 +1,28 @@
 """Clients over S shards: ShardedInsertClient (actors) and ShardedSampleClient (learner).
 
-Routing: a trajectory goes to shard crc32(traj_id) mod S (`shard_for`), the rule the rollout
-actors already use, so a resent insert reaches the shard that may already hold it and is stored
-once.
+Routing: a trajectory goes to shard crc32(key) mod S (`shard_for`), where the key is its
+group_id when it has one, else its traj_id (`route_key`; the rollout actors use the same rule).
+So the episodes of one GRPO group land on one shard, where the group can complete (routed by
+traj_id they scattered and never did), and a resent insert reaches the shard that may already
+hold it and is stored once.
 
 Sampling: one batch of n steps is split across shards in proportion to their priority mass
 (Σ p^α · recency, brought to the same newest policy version V*), so the union is one prioritized
 sample: P(i) = (m_s / M) · P_s(i) = e_i / M. Per batch: one `info` round trip to every shard (in
 parallel), a multinomial split, one `sample` round trip to each shard that gets a share. Items
 come back with the global `probability` and with importance weights renormalized to the smallest
-p^α over all shards, so weights are comparable across shards.
+p^α over all shards, so weights are comparable across shards. `sample_groups` does the same with
+whole complete groups: the split follows each shard's complete-group mass (its group sum tree,
+brought to V*), weights are renormalized to the smallest group A_g over all shards. Every item
+(step or group) carries the index of its shard, where its priority updates go.
 
 Not guaranteed:
 - Masses move between the `info` and the `sample` round trips (inserts, other samplers), so
   the split can be off by what changed in that window.
 - Shards that answer "retry" (rate limited) or "empty" contribute nothing: a batch can come back
   short; `last_status` says which shards did what.
+- Groups are whole only if every member went to one shard: all writers must route with
+  `route_key` (a group_id shared by trajectories routed by traj_id still scatters).
 - Across shards, the power law and the staleness gate agree only once every shard has heard V*:
   pass `policy_version` (the learner's) or let the client forward the newest V it has seen.
 """
@@ -28,16 +35,21 @@ from typing import Any, Self
 
 import numpy as np
 
-from buffer.client import InsertClient, SampleClient, _decode_item
+from buffer.client import InsertClient, SampleClient, _decode_group, _decode_item
 from buffer.schema import Trajectory, decode
 
 
-def shard_for(traj_id: str, n_shards: int) -> int:
-    return zlib.crc32(traj_id.encode()) % n_shards
+def shard_for(key: str, n_shards: int) -> int:
+    return zlib.crc32(key.encode()) % n_shards
+
+
+def route_key(traj_id: str, group_id: str | None) -> str:
+    """What a trajectory is routed by: its group_id when it has one, else its traj_id."""
+    return group_id or traj_id
 
 
 class ShardedInsertClient:
-    """One InsertClient per shard; insert() routes by traj_id. Each keeps its own window."""
+    """One InsertClient per shard; insert() routes by `route_key`. Each keeps its own window."""
 
     def __init__(
         self,
@@ -50,14 +62,16 @@ class ShardedInsertClient:
             raise ValueError("need at least one shard address")
         self.clients = [InsertClient(a, window=window, timeout_s=timeout_s, resend_after_s=resend_after_s) for a in addresses]
 
-    def insert(self, traj_or_bytes: Trajectory | bytes, traj_id: str | None = None) -> int:
+    def insert(self, traj_or_bytes: Trajectory | bytes, traj_id: str | None = None, group_id: str | None = None) -> int:
         """Route and queue one trajectory; returns the shard index it went to. For an encoded
-        frame pass its `traj_id` to skip decoding it here."""
+        frame pass its `traj_id` and `group_id` (None or "" when it has none) to skip decoding
+        it here."""
         if isinstance(traj_or_bytes, Trajectory):
-            traj_id = traj_or_bytes.traj_id
+            traj_id, group_id = traj_or_bytes.traj_id, traj_or_bytes.group_id
         elif traj_id is None:
-            traj_id = decode(bytes(traj_or_bytes), 1 << 40).traj_id  # raises WireError on garbage
-        s = shard_for(traj_id, len(self.clients))
+            traj = decode(bytes(traj_or_bytes), 1 << 40)  # raises WireError on garbage
+            traj_id, group_id = traj.traj_id, traj.group_id
+        s = shard_for(route_key(traj_id, group_id), len(self.clients))
         self.clients[s].insert(traj_or_bytes)
         return s
 
@@ -154,6 +168,49 @@ class ShardedSampleClient:
                 it["loss_weight"] = float(it["loss_weight"]) * scale
                 items.append(it)
         return items
+
+    def group_masses(self, infos: list[dict[str, Any]]) -> np.ndarray:
+        """Each shard's complete-group mass at the newest version V* any shard reported."""
+        newest = max(int(i["policy_version"]) for i in infos)
+        m = np.array([float(i.get("group_mass") or 0.0) for i in infos])
+        for s, i in enumerate(infos):
+            if i.get("gamma") is not None and m[s] > 0:
+                m[s] *= float(i["gamma"]) ** (newest - int(i["policy_version"]))
+        return m
+
+    def sample_groups(self, n: int, *, timeout_ms: int | None = None) -> list[dict[str, Any]]:
+        """About n complete groups drawn across all shards as one sample (see module doc), in
+        SampleClient.sample_groups' form plus "shard"; shards without group sampling
+        (no group_size) answer an error (ShardError)."""
+        infos = self._infos()
+        self.masses(infos)  # learns V*
+        masses = self.group_masses(infos)
+        counts = self.split(n, masses)
+        self.last_counts = counts.tolist()
+        reqs = {}
+        for s, k in enumerate(counts.tolist()):
+            if k:
+                body = SampleClient.sample_body(k, self.policy_version, timeout_ms)
+                reqs[s] = self.clients[s].request(b"sample_groups", body)
+        replies = {s: self.clients[s].reply(r, "sample_groups") for s, r in reqs.items()}
+        self.last_status = [replies[s]["status"] if s in replies else "none" for s in range(len(self.clients))]
+        mins = [i["group_min_a"] for i, m in zip(infos, masses) if m > 0 and i.get("group_min_a") is not None]
+        mins += [r["group_min_a"] for r in replies.values() if r.get("group_min_a") is not None]
+        min_a = min(mins) if mins else None
+        total = masses.sum()
+        out: list[dict[str, Any]] = []
+        for s, reply in replies.items():
+            beta = float(reply.get("beta") or 0.0)
+            scale = 1.0
+            if beta and min_a is not None and reply.get("group_min_a"):
+                scale = (min_a / float(reply["group_min_a"])) ** beta
+            for g in reply.get("groups", []):
+                item = _decode_group(g)
+                item["shard"] = s
+                item["probability"] = masses[s] / total * float(g["probability"])
+                item["weight"] = float(g["weight"]) * scale
+                out.append(item)
+        return out
 
     def update_priorities(self, items_or_keys: Any, priorities: Any, shards: Any = None) -> dict[str, int]:
         """Send new priorities to the shards the items came from. Pass the sampled items (each

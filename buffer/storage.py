@@ -70,8 +70,9 @@ class TrajectoryStore:
         slots = self._allocate(len(traj.steps))
         record = Record(traj, slots)
         self._records[traj.traj_id] = record
+        slot_record = self._slot_record
         for s in slots.tolist():
-            self._slot_record[s] = record
+            slot_record[s] = record
         self.num_steps += len(slots)
         evicted = []
         while len(self._records) > self.capacity:
@@ -81,8 +82,9 @@ class TrajectoryStore:
         return record, evicted
 
     def _allocate(self, k: int) -> np.ndarray:
+        # Per-slot writes in Python: for a few steps they beat numpy's fancy indexing.
         n_free = min(k, len(self._free))
-        reused = self._free[len(self._free) - n_free :]
+        slot_list = self._free[len(self._free) - n_free :]
         del self._free[len(self._free) - n_free :]
         fresh = k - n_free
         if fresh:
@@ -93,13 +95,13 @@ class TrajectoryStore:
                 size = max(self._high, 2 * len(self._uid))
                 self._uid = np.concatenate([self._uid, np.zeros(size - len(self._uid), dtype=np.int64)])
                 self._step = np.concatenate([self._step, np.zeros(size - len(self._step), dtype=np.int64)])
-            slots = np.array(reused + list(range(start, start + fresh)), dtype=np.int64) if reused else np.arange(start, start + fresh)
-        else:
-            slots = np.array(reused, dtype=np.int64)
-        self._uid[slots] = np.arange(self._next_uid, self._next_uid + k)
-        self._step[slots] = np.arange(k)
+            slot_list.extend(range(start, start + fresh))
+        uid, step, next_uid = self._uid, self._step, self._next_uid
+        for i, s in enumerate(slot_list):
+            uid[s] = next_uid + i
+            step[s] = i
         self._next_uid += k
-        return slots
+        return np.array(slot_list, dtype=np.int64)
 
     def _release(self, record: Record) -> None:
         for s in record.slots.tolist():

@@ -158,3 +158,17 @@ def test_without_data_dir_nothing_is_written(tmp_path, monkeypatch):
     _insert(shard, np.random.default_rng(86), 3)
     assert shard.durability is None and "durability" not in shard.stats()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_batch_written_across_many_small_segments_restores(tmp_path):
+    rng = np.random.default_rng(77)
+    a = _shard(tmp_path, segment_bytes=1 << 16)
+    trajs = [make_trajectory(rng) for _ in range(300)]
+    for t in trajs:
+        assert a.insert(encode(t), sync=False)["status"] == "stored"
+    a.commit()  # one group commit: the writer splits the batch at segment boundaries
+    segments = sorted(tmp_path.glob("log-*.seg"))
+    assert len(segments) >= 3
+    assert all(p.stat().st_size >= 1 << 16 for p in segments[:-1])
+    b = _shard(tmp_path, segment_bytes=1 << 16)
+    _assert_same_state(a, b)

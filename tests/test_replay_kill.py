@@ -103,3 +103,41 @@ def test_kill_9_mid_ingest_loses_no_acknowledged_trajectory(tmp_path, processes)
     finally:
         ic.close()
         sc.close()
+
+
+def test_kill_9_keeps_every_sample_the_rate_limiter_allowed(tmp_path, processes):
+    """Samples are logged like inserts: after kill -9 the limiter's sample count is what the
+    learner was handed, both from the snapshot header and from the log records after it."""
+    rng = np.random.default_rng(91)
+    config = {"samples_per_insert": 2.0, "min_size_to_sample": 8, "error_buffer": 4000, "snapshot_every_s": None}
+    first = ShardProcess(tmp_path, config=config)
+    processes.append(first)
+    ic = InsertClient(first.address, window=16, timeout_s=60)
+    sc = SampleClient(first.address, timeout_s=30)
+    try:
+        for _ in range(40):
+            ic.insert(make_trajectory(rng))
+        ic.flush()
+        for _ in range(3):
+            assert len(sc.sample(16)) == 16
+        assert sc.snapshot()
+        for _ in range(50):  # bounded wait for the snapshot file (not a timing assertion)
+            if list(tmp_path.glob("snapshot-*.snap")):
+                break
+            sc.stats()
+        assert list(tmp_path.glob("snapshot-*.snap"))
+        for _ in range(4):
+            assert len(sc.sample(8)) == 8  # these are only in the log
+        before = sc.stats()
+        assert before["limiter"]["samples"] == before["samples"] == 3 * 16 + 4 * 8
+        first.kill9()
+
+        second = ShardProcess(tmp_path, port=first.port, config=config)
+        processes.append(second)
+        after = sc.stats()
+        assert after["samples"] == before["samples"]
+        for key in ("samples", "inserts", "deletes", "diff"):
+            assert after["limiter"][key] == before["limiter"][key], key
+    finally:
+        ic.close()
+        sc.close()

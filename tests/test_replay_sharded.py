@@ -1,4 +1,5 @@
-"""Clients over several shards: routing by traj_id, and one prioritized sample across shards
+"""Clients over several shards: routing by traj_id (trajectories without a group; groups: see
+test_replay_sharded_groups.py), and one prioritized sample across shards
 (per-trajectory chi-square on the union), global importance weights, priority updates."""
 
 from collections import Counter
@@ -28,9 +29,9 @@ def _addresses(srvs):
     return [s.address for s in srvs]
 
 
-def test_insert_routes_by_traj_id_and_resends_are_stored_once(servers):
+def test_insert_without_a_group_routes_by_traj_id_and_resends_are_stored_once(servers):
     rng = np.random.default_rng(110)
-    trajs = [make_trajectory(rng) for _ in range(60)]
+    trajs = [make_trajectory(rng, group_id="") for _ in range(60)]
     with ShardedInsertClient(_addresses(servers), window=8, timeout_s=10) as ic:
         for t in trajs:
             assert ic.insert(t) == shard_for(t.traj_id, 3)
@@ -48,7 +49,7 @@ def test_insert_routes_by_traj_id_and_resends_are_stored_once(servers):
 @pytest.mark.parametrize("servers", [{"alpha": 1.0, "beta": 1.0}], indirect=True)
 def test_union_is_one_prioritized_sample(servers):
     rng = np.random.default_rng(111)
-    trajs = [make_trajectory(rng, n_steps=1) for _ in range(12)]
+    trajs = [make_trajectory(rng, group_id="", n_steps=1) for _ in range(12)]
     prio = {t.traj_id: float(p) for t, p in zip(trajs, rng.integers(1, 10, size=12))}
     with ShardedInsertClient(_addresses(servers), timeout_s=10) as ic:
         for t in trajs:
@@ -88,7 +89,7 @@ def test_exponential_recency_across_shards_at_different_versions(servers):
     trajs = []
     for s, versions in plan.items():
         for v in versions:
-            t = make_trajectory(rng, n_steps=1, policy_version=v)
+            t = make_trajectory(rng, group_id="", n_steps=1, policy_version=v)
             servers[s].handle(b"insert", encode(t))
             trajs.append((t.traj_id, v))
     with ShardedSampleClient(_addresses(servers), timeout_s=10, seed=114) as sc:
@@ -106,7 +107,7 @@ def test_exponential_recency_across_shards_at_different_versions(servers):
 
 def test_empty_shards_get_no_share(servers):
     rng = np.random.default_rng(115)
-    t = make_trajectory(rng, n_steps=2)
+    t = make_trajectory(rng, group_id="", n_steps=2)
     servers[1].handle(b"insert", encode(t))
     with ShardedSampleClient(_addresses(servers), timeout_s=10, seed=116) as sc:
         items = sc.sample(64)

@@ -1,0 +1,83 @@
+"""A shard's state across restarts: the header its snapshots carry, and the rebuild of a
+restarted shard from its latest snapshot plus the log records written after it
+(buffer/persistence.py holds the record formats).
+
+Order of the rebuild: the snapshot's counters and sampler state, its trajectories stored silently
+(its counters already count them), then the log replayed through the same insert path: inserts
+("ins"), priority updates ("pri"), policy versions ("ver") and sample counts ("smp", cumulative
+totals, so the last one wins).
+
+Not guaranteed: meters (rates, staleness means) and the limiter's seen-diff extremes start afresh.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from buffer.meters import RateMeter
+from buffer.schema import decode
+
+if TYPE_CHECKING:
+    from buffer.shard import ReplayShard
+
+_RESTORE_MAX_FRAME = 1 << 40  # frames in our own log were checked once already
+
+
+def snapshot_header(shard: ReplayShard) -> dict[str, Any]:
+    return {
+        "counters": dict(shard.counters),
+        "filtered": dict(shard._filtered),
+        "filtered_steps": dict(shard._filtered_steps),
+        "rejected": dict(shard._rejected),
+        "newest": shard.sampler.newest,
+        "ref": shard.recency.ref,
+        "max_priority": shard.sampler.max_priority,
+        "limiter": shard.limiter.state() if shard.limiter is not None else None,
+    }
+
+
+def restore(shard: ReplayShard) -> None:
+    header, items, records = shard.durability.restore()
+    if header is not None:
+        _restore_header(shard, header, items)
+    for rec in records:
+        kind = rec.get("kind")
+        if kind == "ins":
+            traj = decode(rec["frame"], _RESTORE_MAX_FRAME)
+            if traj.traj_id not in shard.store:
+                shard.counters["inserts"] += 1
+                shard._store(traj, rec["prio"])
+        elif kind == "pri":
+            steps = np.frombuffer(rec["steps"], "<i4")
+            prios = np.frombuffer(rec["prio"], "<f8")
+            for traj_id, step, p in zip(rec["ids"], steps.tolist(), prios.tolist()):
+                record = shard.store.get(traj_id)
+                if record is not None and step < len(record.slots):
+                    shard.sampler.update(record.slots[step : step + 1], np.array([p]))
+        elif kind == "ver":
+            shard.sampler.set_newest(int(rec["v"]))
+        elif kind == "smp":
+            shard.counters["samples"] = int(rec["samples"])
+            if shard.limiter is not None and rec.get("limiter") is not None:
+                shard.limiter.samples = int(rec["limiter"])
+    shard.counters["restored_trajectories"] = len(shard.store)
+    shard._insert_rate = RateMeter()  # replayed inserts are not ingest
+
+
+def _restore_header(shard: ReplayShard, header: dict[str, Any], items: list) -> None:
+    shard.counters.update(header.get("counters", {}))
+    shard._filtered.update(header.get("filtered", {}))
+    shard._filtered_steps.update(header.get("filtered_steps", {}))
+    shard._rejected.update(header.get("rejected", {}))
+    shard.recency.ref = int(header.get("ref", 0))
+    shard.sampler.set_newest(int(header.get("newest", 0)))
+    shard.sampler.max_priority = float(header.get("max_priority", 1.0))
+    saved = Counter(shard.counters)
+    for frame, prios in items:
+        shard._store(decode(frame, _RESTORE_MAX_FRAME), prios)
+    shard.counters = saved
+    if shard.limiter is not None:
+        shard.limiter.restore(header.get("limiter") or {})
