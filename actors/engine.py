@@ -2,7 +2,8 @@
 picks this or the GPU backend (actors/engine_gpu.py, same surface) from the engine config.
 
 Every generation returns the sampled token ids and the behaviour logprob of each, computed by
-vLLM over the distribution it sampled from (under a choice constraint, the masked one).
+vLLM over the distribution it sampled from (under a choice or grammar constraint, the masked
+one).
 
 Two ways to generate, on one engine:
 - streaming: `submit()` a request whenever a slot has a prompt, call `step()` to advance every
@@ -23,6 +24,10 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass
+
+from actors.decoding import Grammar, structured_outputs
+
+Constraint = list[str] | Grammar | None
 
 
 @dataclass
@@ -63,13 +68,11 @@ class VLLMEngine:
             return_dict=False)
 
     @staticmethod
-    def _params(choice: list[str] | None, temperature: float, max_tokens: int):
+    def _params(constraint: Constraint, temperature: float, max_tokens: int):
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
 
-        return SamplingParams(
-            temperature=temperature, max_tokens=max_tokens, logprobs=0,
-            structured_outputs=StructuredOutputsParams(choice=choice) if choice else None)
+        return SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=0,
+                              structured_outputs=structured_outputs(constraint))
 
     # ---- streaming ---------------------------------------------------------------------------
     @property
@@ -77,12 +80,13 @@ class VLLMEngine:
         """Requests submitted and not yet returned by step() or generate()."""
         return len(self._in_flight) + len(self._finished)
 
-    def submit(self, prompt_ids: list[int], choice: list[str] | None, *, temperature: float,
+    def submit(self, prompt_ids: list[int], constraint: Constraint, *, temperature: float,
                max_tokens: int) -> str:
-        """Queue one request; returns its id. It starts at the next engine iteration."""
+        """Queue one request; returns its id. It starts at the next engine iteration.
+        `constraint`: a choice list, a Grammar (actors/decoding.py), or None."""
         from vllm.sampling_params import RequestOutputKind
 
-        params = self._params(choice, temperature, max_tokens)
+        params = self._params(constraint, temperature, max_tokens)
         params.output_kind = RequestOutputKind.FINAL_ONLY
         rid = f"fw-{next(self._ids)}"  # outputs carry this id (vLLM's internal one differs)
         self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(prompt_ids)}, params)
@@ -108,10 +112,10 @@ class VLLMEngine:
         return done
 
     # ---- blocking batch ----------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], choices: list[list[str] | None], *,
+    def generate(self, prompts: list[list[int]], constraints: list[Constraint], *,
                  temperature: float, max_tokens: int) -> list[Generation]:
         rids = [self.submit(p, c, temperature=temperature, max_tokens=max_tokens)
-                for p, c in zip(prompts, choices)]
+                for p, c in zip(prompts, constraints)]
         wanted, got = set(rids), {}
         while len(got) < len(rids):
             for rid, gen in self._collect(self.llm.llm_engine.step()):
