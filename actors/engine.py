@@ -57,6 +57,7 @@ class VLLMEngine:
             worker_extension_cls="actors.vllm_extension.WeightLoadExtension",
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = max_model_len
         self.policy_version = 0
         self._ids = itertools.count()
         self._in_flight: set[str] = set()

