@@ -25,6 +25,7 @@ import itertools
 import os
 from dataclasses import dataclass
 
+from actors.chat_prompt import ChatPrompt
 from actors.decoding import Grammar, structured_outputs
 
 Constraint = list[str] | Grammar | None
@@ -57,6 +58,7 @@ class VLLMEngine:
             worker_extension_cls="actors.vllm_extension.WeightLoadExtension",
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.chat = ChatPrompt(self.tokenizer)
         self.max_model_len = max_model_len
         self.policy_version = 0
         self._ids = itertools.count()
@@ -64,9 +66,7 @@ class VLLMEngine:
         self._finished: list[tuple[str, Generation]] = []  # finished during a generate()
 
     def chat_prompt_ids(self, user_text: str) -> list[int]:
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True,
-            return_dict=False)
+        return self.chat.ids(user_text)
 
     @staticmethod
     def _params(constraint: Constraint, temperature: float, max_tokens: int):

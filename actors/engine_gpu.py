@@ -26,6 +26,7 @@ import itertools
 import queue
 import threading
 
+from actors.chat_prompt import ChatPrompt
 from actors.engine import Constraint, EngineBusy, Generation, VLLMEngine
 
 STEP_WAIT_S = 0.005
@@ -54,6 +55,7 @@ class AsyncVLLMEngine:
             weight_transfer_config=WeightTransferConfig(backend=weight_transfer))
         self.llm = self._run(self._build(args))
         self.tokenizer = self.llm.get_tokenizer()
+        self.chat = ChatPrompt(self.tokenizer)
         self.max_model_len = max_model_len
 
     @staticmethod

@@ -16,7 +16,7 @@
 Ends with one JSON line: engine_tok_per_s, actor_tok_per_s_by_slots, env_steps_per_s_by_slots,
 actor_vs_engine (best actor tokens/s over the batch-8 engine's), and the details.
 
-    python bench/rollout.py [--seconds 20 --warmup 5 --slots 1 4 8]
+    python bench/rollout.py [--seconds 20 --warmup 5 --slots 1 4 8 --set constraint=grammar]
 """
 
 from __future__ import annotations
@@ -151,10 +151,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--engine-seconds", type=float, default=6.0, help="per bare-engine measurement")
     ap.add_argument("--slots", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="rollout config overrides, e.g. constraint=grammar min_batch=4")
     args = ap.parse_args()
     t_start = time.time()
 
     rollout, env, engine_cfg = load_configs()
+    rollout.update(OmegaConf.to_container(OmegaConf.from_dotlist(args.set)))
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         model_path = str(build_tiny_model(TinyModelSpec(), Path(tmp)))
         measure(args, model_path, rollout, env, engine_cfg, t_start)
@@ -210,6 +213,7 @@ def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t
         "env_steps_per_s_by_slots": {str(s): round(r["env_steps_per_s"], 2) for s, r in runs.items()},
         "actor_vs_engine": round(ratio, 3),
         "best_slots": best["slots"],
+        "rollout": {k: rollout[k] for k in ("constraint", "min_batch", "max_tokens", "temperature") if k in rollout},
         "engine_tok_per_s_by_batch": {str(b): round(v, 1) for b, v in by_batch.items()} | {f"{batch}_after": round(after, 1)},
         "time_by_slots": {str(s): {k: round(v, 3) for k, v in r.items() if k != "slots"} for s, r in runs.items()},
     }), flush=True)

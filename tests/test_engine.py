@@ -46,6 +46,12 @@ def test_logprobs_match_hf_then_new_weights_are_served(engine, model_path):
     assert gen.logprobs == pytest.approx(hf_logprobs(hf, prompt, gen.token_ids), abs=1e-3)
 
 
+def test_chat_prompts_take_the_shortcut_and_match_the_template(engine):
+    assert engine.chat.fast  # vLLM's tokenizer wrapper still exposes the fast backend
+    assert engine.chat_prompt_ids(PROMPT) == engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=False)
+
+
 def test_choice_constraint_and_masked_logprobs(engine):
     prompt = engine.chat_prompt_ids(PROMPT)
     choices = ['click("okay")', 'click("Cancel")']
