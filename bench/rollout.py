@@ -213,7 +213,8 @@ def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t
         "env_steps_per_s_by_slots": {str(s): round(r["env_steps_per_s"], 2) for s, r in runs.items()},
         "actor_vs_engine": round(ratio, 3),
         "best_slots": best["slots"],
-        "rollout": {k: rollout[k] for k in ("constraint", "min_batch", "max_tokens", "temperature") if k in rollout},
+        "rollout": {"constraint": constraint_mode(rollout)}
+        | {k: rollout[k] for k in ("min_batch", "max_tokens", "temperature") if k in rollout},
         "engine_tok_per_s_by_batch": {str(b): round(v, 1) for b, v in by_batch.items()} | {f"{batch}_after": round(after, 1)},
         "time_by_slots": {str(s): {k: round(v, 3) for k, v in r.items() if k != "slots"} for s, r in runs.items()},
     }), flush=True)
