@@ -14,7 +14,10 @@
     the mean number generating / waiting for a page / idle.
 
 Ends with one JSON line: engine_tok_per_s, actor_tok_per_s_by_slots, env_steps_per_s_by_slots,
-actor_vs_engine (best actor tokens/s over the batch-8 engine's), and the details.
+actor_vs_engine (best actor tokens/s over the batch-8 engine's), ceiling_vs_engine (the best
+run's tokens/s if it had every core of the machine at its measured CPU per token — on a
+machine the actor shares with Chromium, that CPU cost, not scheduling, bounds the ratio), and
+the details.
 
     python bench/rollout.py [--seconds 20 --warmup 5 --slots 1 4 8 --set constraint=grammar]
 """
@@ -126,6 +129,8 @@ def actor_run(model_path: str, slots: int, rollout: dict, env: dict, engine: dic
         return (s1.get(key, 0) - s0.get(key, 0)) / dt
 
     engine_share, wait_share = rate("time_engine_s"), rate("time_wait_s")
+    cpu = {k: (c1[k] - c0[k]) / dt for k in c0}
+    cpu_per_token = sum(cpu.values()) / max(rate("tokens"), 1e-9)
     return {
         "slots": slots,
         "tok_per_s": rate("tokens"),
@@ -135,7 +140,11 @@ def actor_run(model_path: str, slots: int, rollout: dict, env: dict, engine: dic
         "loop_wait_share": wait_share,
         "loop_other_share": max(0.0, 1.0 - engine_share - wait_share),
         "engine_cpu_of_wall": rate("time_engine_cpu_s") / max(engine_share, 1e-9),
-        **{f"cpu_{k}": (c1[k] - c0[k]) / dt for k in c0},
+        **{f"cpu_{k}": v for k, v in cpu.items()},
+        "cpu_ms_per_step": 1000 * sum(cpu.values()) / max(rate("steps"), 1e-9),
+        # What this actor would make with every core to itself at its measured CPU per token:
+        # a ceiling no scheduling can pass on this machine.
+        "tok_per_s_all_cores": (os.cpu_count() or 1) / cpu_per_token,
         "page_s_per_s": rate("time_browser_s"),
         "mean_slots_generating": rate("slot_s_generating"),
         "mean_slots_waiting_page": rate("slot_s_waiting_page"),
@@ -198,6 +207,9 @@ def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t
               f"{r['engine_cpu_of_wall']:.0%} of the wall time), browser thread {r['cpu_browser']:.2f}, "
               f"other threads {r['cpu_other_threads']:.2f}, Chromium + driver {r['cpu_children']:.2f}; "
               f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"    CPU per env step {r['cpu_ms_per_step']:.1f} ms (all threads and Chromium); with all "
+              f"{os.cpu_count()} cores: at most {r['tok_per_s_all_cores']:.0f} tok/s = "
+              f"{r['tok_per_s_all_cores'] / by_batch[batch]:.2f} of the batch-{batch} engine", flush=True)
         gc.collect()
 
     after = engine_tok_per_s(engine, prompts, choices, rollout, args.engine_seconds)
@@ -209,6 +221,7 @@ def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t
           f"at batch {batch}); goal >= 0.9; {time.time() - t_start:.0f} s in all", flush=True)
     print(json.dumps({
         "engine_tok_per_s": round(baseline, 1),
+        "ceiling_vs_engine": round(best["tok_per_s_all_cores"] / baseline, 3),
         "actor_tok_per_s_by_slots": {str(s): round(r["tok_per_s"], 1) for s, r in runs.items()},
         "env_steps_per_s_by_slots": {str(s): round(r["env_steps_per_s"], 2) for s, r in runs.items()},
         "actor_vs_engine": round(ratio, 3),
