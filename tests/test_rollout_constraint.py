@@ -15,6 +15,7 @@ from tests.test_rollout_loop import ScriptedSlot, browser, make_loop, tick_until
 
 @pytest.mark.parametrize("rollout, mode", [
     ({}, "choice"),
+    ({"constraint": None, "constrained": None}, "choice"),  # configs/config.yaml's defaults
     ({"constraint": "grammar"}, "grammar"),
     ({"constraint": "none"}, "none"),
     ({"constrained": True}, "choice"),
