@@ -3,8 +3,8 @@
 - "choice": the page's valid actions (Observation.allowed_actions) as a vLLM choice constraint;
   a page with none decodes unconstrained. The step records the choices, so the learner can
   recompute the masked distribution (learner/masked_logprobs.py).
-- "grammar": the action language itself (actors/env/actions.action_regex, by ref_mode) as a vLLM
-  regex constraint compiled by xgrammar. The step records constraint "grammar" and no allowed
+- "grammar": the action language itself (actors/env/actions.action_grammar, by ref_mode) as a vLLM
+  grammar constraint (EBNF) compiled by xgrammar. The step records constraint "grammar" and no allowed
   actions. CAVEAT: the learner cannot recompute a grammar mask; it scores such steps under the
   unmasked distribution, so its logprobs are lower than the behaviour ones (importance ratios
   biased low) wherever the mask removed probability mass.
@@ -17,16 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from actors.env.actions import action_regex
+from actors.env.actions import action_grammar
 
 CONSTRAINTS = ("choice", "grammar", "none")
 
 
 @dataclass(frozen=True)
 class Grammar:
-    """A regex constraint (the engine's `constraint` is a choice list, a Grammar, or None)."""
+    """An EBNF grammar constraint (the engine's `constraint` is a choice list, a Grammar, or
+    None)."""
 
-    regex: str
+    ebnf: str
 
 
 def constraint_mode(rollout: dict) -> str:
@@ -47,7 +48,7 @@ class StepConstraint:
 
     def __init__(self, mode: str, ref_mode: str = "text"):
         self.mode = mode
-        self.grammar = Grammar(action_regex(ref_mode)) if mode == "grammar" else None
+        self.grammar = Grammar(action_grammar(ref_mode)) if mode == "grammar" else None
 
     def for_page(self, allowed_actions: list[str]) -> tuple[list[str] | Grammar | None, str]:
         """(what the engine decodes under, the step's `constraint` label)."""
@@ -65,5 +66,5 @@ def structured_outputs(constraint: list[str] | Grammar | None):
     from vllm.sampling_params import StructuredOutputsParams
 
     if isinstance(constraint, Grammar):
-        return StructuredOutputsParams(regex=constraint.regex)
+        return StructuredOutputsParams(grammar=constraint.ebnf)
     return StructuredOutputsParams(choice=list(constraint))

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from actors.decoding import Grammar
 from actors.engine import VLLMEngine
-from actors.env.actions import action_regex, format_action, parse_action
+from actors.env.actions import action_grammar, format_action, parse_action
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 PROMPT = 'Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "Cancel"'
@@ -67,7 +67,7 @@ def test_choice_constraint_and_masked_logprobs(engine):
 @pytest.mark.parametrize("ref_mode", ["text", "id"])
 def test_grammar_constraint_decodes_only_actions_that_parse(engine, ref_mode):
     prompt = engine.chat_prompt_ids(PROMPT)
-    grammar = Grammar(action_regex(ref_mode, max_chars=8))
+    grammar = Grammar(action_grammar(ref_mode, max_chars=8))
     # Room for the longest admitted action (two strings of 8 four-byte characters, one token per
     # byte) and its stop token.
     gens = engine.generate([prompt] * 16, [grammar] * 16, temperature=1.0, max_tokens=96)

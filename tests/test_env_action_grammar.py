@@ -1,4 +1,4 @@
-"""The decoding grammar (actions.action_regex) against the action parser it is derived from:
+"""The decoding grammar (actions.action_grammar) against the action parser it is derived from:
 strings the grammar admits parse (and are canonical), canonical actions are admitted, junk is
 not. Admitted strings are drawn by random walks over xgrammar's token mask on the embedded
 tokenizer — the same matcher vLLM decodes with."""
@@ -8,7 +8,7 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from actors.env.actions import Action, action_regex, format_action, parse_action
+from actors.env.actions import Action, action_grammar, format_action, parse_action
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 xgr = pytest.importorskip("xgrammar")
@@ -19,16 +19,16 @@ def tokenizer(tmp_path_factory):
     return AutoTokenizer.from_pretrained(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
 
 
-def admits(regex: str, text: str) -> bool:
+def admits(grammar: str, text: str) -> bool:
     from xgrammar.testing import _is_grammar_accept_string
 
-    return _is_grammar_accept_string(xgr.Grammar.from_regex(regex), text)
+    return _is_grammar_accept_string(xgr.Grammar.from_ebnf(grammar), text)
 
 
-def random_admitted(tokenizer, regex: str, n: int, seed: int) -> list[str]:
+def random_admitted(tokenizer, grammar: str, n: int, seed: int) -> list[str]:
     """n strings the grammar admits: uniform random tokens among those its mask allows."""
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=len(tokenizer))
-    ctx = xgr.GrammarCompiler(info).compile_regex(regex)
+    ctx = xgr.GrammarCompiler(info).compile_grammar(grammar)
     eos, rng, out = tokenizer.eos_token_id, random.Random(seed), []
     bitmask = xgr.allocate_token_bitmask(1, len(tokenizer))
     for _ in range(n):
@@ -49,7 +49,7 @@ def random_admitted(tokenizer, regex: str, n: int, seed: int) -> list[str]:
 
 @pytest.mark.parametrize("ref_mode", ["text", "id"])
 def test_every_admitted_string_parses_and_is_canonical(tokenizer, ref_mode):
-    samples = random_admitted(tokenizer, action_regex(ref_mode, max_chars=12), 60, seed=len(ref_mode))
+    samples = random_admitted(tokenizer, action_grammar(ref_mode, max_chars=12), 60, seed=len(ref_mode))
     verbs = set()
     for s in samples:
         action = parse_action(s, ref_mode)
@@ -70,7 +70,7 @@ def test_every_admitted_string_parses_and_is_canonical(tokenizer, ref_mode):
     (Action("type", ref=7, arg="bob"), "id"),
 ])
 def test_canonical_actions_are_admitted(action, ref_mode):
-    assert admits(action_regex(ref_mode), format_action(action, ref_mode))
+    assert admits(action_grammar(ref_mode), format_action(action, ref_mode))
 
 
 @pytest.mark.parametrize("junk", [
@@ -79,11 +79,11 @@ def test_canonical_actions_are_admitted(action, ref_mode):
     'click("line\nbreak")', 'click("' + "x" * 33 + '")', 'click("a") click("b")',
 ])
 def test_the_grammar_rejects_junk(junk):
-    assert not admits(action_regex("text"), junk)
+    assert not admits(action_grammar("text"), junk)
 
 
 def test_id_mode_takes_positive_integer_refs_only():
-    regex = action_regex("id")
-    assert admits(regex, "click(12)")
+    grammar = action_grammar("id")
+    assert admits(grammar, "click(12)")
     for junk in ['click("ok")', "click(0)", "click(-3)", "click(012)", "click(1234567)"]:
-        assert not admits(regex, junk)
+        assert not admits(grammar, junk)

@@ -5,7 +5,7 @@ legacy form), what each step records, and prompts trimmed to fit the engine's co
 import pytest
 
 from actors.decoding import Grammar, StepConstraint, constraint_mode
-from actors.env.actions import action_regex
+from actors.env.actions import action_grammar
 from actors.episode import Round, fit_prompt, render_prompt
 from buffer.schema import decode, encode
 from tests.test_rollout_loop import ScriptedSlot, browser, make_loop, tick_until  # noqa: F401
@@ -44,7 +44,7 @@ def test_what_each_mode_decodes_under_and_records():
     allowed = ['click("a")', 'click("b")']
     assert StepConstraint("choice").for_page(allowed) == (allowed, "choice")
     assert StepConstraint("choice").for_page([]) == (None, "none")  # nothing to choose from
-    assert StepConstraint("grammar", "id").for_page(allowed) == (Grammar(action_regex("id")), "grammar")
+    assert StepConstraint("grammar", "id").for_page(allowed) == (Grammar(action_grammar("id")), "grammar")
     assert StepConstraint("none").for_page(allowed) == (None, "none")
 
 

@@ -6,7 +6,7 @@ REF is the element's visible text in double quotes in ref_mode "text" (`click("s
 its integer ref in ref_mode "id" (`click(12)`). Strings use `\\"` and `\\\\` escapes.
 
 One table of verbs and argument kinds (`SIGNATURES`) builds both the parser's regexes and the
-decoding grammar (`action_regex`), so the two cannot drift. The parser is lenient (any spacing,
+decoding grammar (`action_grammar`), so the two cannot drift. The parser is lenient (any spacing,
 any escape, `scroll("up")`); the grammar admits only the canonical spelling `format_action`
 writes, with strings of at most `max_chars` characters — a sublanguage of what the parser
 accepts, and exactly what format_action(parse_action(s)) gives back.
@@ -30,7 +30,7 @@ GRAMMAR_MAX_CHARS = 32
 
 @dataclass(frozen=True)
 class _Lexicon:
-    """How one flavour of the language spells each piece (regex fragments)."""
+    """How the parser spells each piece (regex fragments, one capture group per argument)."""
 
     open: str  # after "verb("
     sep: str  # between arguments
@@ -40,32 +40,44 @@ class _Lexicon:
     direction: str
 
 
-# The parser captures every argument (one group each).
 _PARSE = _Lexicon(open=r"\(\s*", sep=r"\s*,\s*", close=r"\s*\)", string=r'"((?:[^"\\]|\\.)*)"',
                   integer=r"(-?\d+)", direction=r'"?(up|down)"?')
 
 
-def _grammar_lexicon(max_chars: int, min_chars: int = 0) -> _Lexicon:
-    char = r'(?:[^"\\\x00-\x1f]|\\["\\])'  # no control characters; only the escapes quote() writes
-    return _Lexicon(open=r"\(", sep=", ", close=r"\)", string=f'"{char}{{{min_chars},{max_chars}}}"',
-                    integer=r"[1-9][0-9]{0,5}", direction="(?:up|down)")
+def _verb_regex(verb: str, ref_mode: str) -> str:
+    piece = {"ref": _PARSE.string if ref_mode == "text" else _PARSE.integer, "str": _PARSE.string,
+             "key": _PARSE.string, "dir": _PARSE.direction}
+    args = _PARSE.sep.join(piece[kind] for kind in SIGNATURES[verb])
+    return re.escape(verb) + _PARSE.open + args + _PARSE.close
 
 
-def _verb_regex(verb: str, ref_mode: str, lex: _Lexicon, key_string: str | None = None) -> str:
-    piece = {"ref": lex.string if ref_mode == "text" else lex.integer, "str": lex.string,
-             "key": key_string or lex.string, "dir": lex.direction}
-    args = lex.sep.join(piece[kind] for kind in SIGNATURES[verb])
-    return re.escape(verb) + lex.open + args + lex.close
+def _chain(name: str, item: str, n: int) -> list[str]:
+    """Rules name0 .. name{n}: up to i items. A chain of optional rules rather than a bounded
+    repetition item{0,n}: xgrammar precomputes masks for the chain's states, and decoding under
+    it ran ~2x faster than under the same language written as a regex with {0,32} (measured)."""
+    return [f"{name}0 ::= \"\""] + [f'{name}{i} ::= "" | {item} {name}{i - 1}' for i in range(1, n + 1)]
 
 
-def action_regex(ref_mode: str = "text", max_chars: int = GRAMMAR_MAX_CHARS) -> str:
-    """The decoding grammar, as a regex (vLLM structured outputs `regex`, compiled by xgrammar):
-    every action in its canonical spelling, strings of 0..max_chars characters (keys 1..)."""
+def action_grammar(ref_mode: str = "text", max_chars: int = GRAMMAR_MAX_CHARS) -> str:
+    """The decoding grammar (EBNF for vLLM structured outputs `grammar`, compiled by xgrammar):
+    every action of SIGNATURES in its canonical spelling, strings of 0..max_chars characters
+    (keys 1..max_chars) without control characters and with only the escapes quote() writes,
+    refs by `ref_mode` (ids: positive, at most 6 digits)."""
     if ref_mode not in REF_MODES:
         raise ValueError(f"unknown ref_mode {ref_mode!r}")
-    lex = _grammar_lexicon(max_chars)
-    key = _grammar_lexicon(max_chars, min_chars=1).string
-    return "|".join(f"(?:{_verb_regex(v, ref_mode, lex, key)})" for v in SIGNATURES)
+    piece = {"ref": "str" if ref_mode == "text" else "int", "str": "str", "key": "key", "dir": "dir"}
+    verbs = [f'"{verb}(" ' + ' ", " '.join(piece[k] for k in kinds) + ' ")"' for verb, kinds in SIGNATURES.items()]
+    rules = [
+        "root ::= " + " | ".join(f"({v})" for v in verbs),
+        f'str ::= "\\"" s{max_chars} "\\""',
+        f'key ::= "\\"" c s{max_chars - 1} "\\""',
+        r'c ::= [^"\\\x00-\x1f] | "\\" ["\\]',
+        'dir ::= "up" | "down"',
+        "int ::= [1-9] d5",
+        *_chain("s", "c", max_chars),
+        *_chain("d", "[0-9]", 5),
+    ]
+    return "\n".join(rules) + "\n"
 
 
 class ActionError(ValueError):
@@ -87,7 +99,7 @@ def _unquote(body: str) -> str:
     return re.sub(r"\\(.)", r"\1", body)
 
 
-_PATTERNS = {mode: {v: re.compile(_verb_regex(v, mode, _PARSE)) for v in SIGNATURES} for mode in REF_MODES}
+_PATTERNS = {mode: {v: re.compile(_verb_regex(v, mode)) for v in SIGNATURES} for mode in REF_MODES}
 
 
 def parse_action(text: str, ref_mode: str = "text") -> Action:
@@ -125,7 +137,7 @@ def format_ref(ref: str | int, ref_mode: str) -> str:
 
 
 def format_action(action: Action, ref_mode: str = "text") -> str:
-    """Inverse of parse_action (the canonical spelling, the one action_regex admits)."""
+    """Inverse of parse_action (the canonical spelling, the one action_grammar admits)."""
     if action.kind == "scroll":
         return f"scroll({action.arg})"
     if action.kind == "press":
