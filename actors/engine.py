@@ -2,7 +2,8 @@
 picks this or the GPU backend (actors/engine_gpu.py, same surface) from the engine config.
 
 Every generation returns the sampled token ids and the behaviour logprob of each, computed by
-vLLM over the distribution it sampled from (under a choice constraint, the masked one).
+vLLM over the distribution it sampled from (under a choice or grammar constraint, the masked
+one).
 
 Two ways to generate, on one engine:
 - streaming: `submit()` a request whenever a slot has a prompt, call `step()` to advance every
@@ -26,6 +27,11 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass
+
+from actors.chat_prompt import ChatPrompt
+from actors.decoding import Grammar, structured_outputs
+
+Constraint = list[str] | Grammar | None
 
 
 @dataclass
@@ -57,6 +63,8 @@ class VLLMEngine:
             worker_extension_cls="actors.vllm_extension.WeightLoadExtension", **lora,
         )
         self.tokenizer = self.llm.get_tokenizer()
+        self.chat = ChatPrompt(self.tokenizer)
+        self.max_model_len = max_model_len
         self.policy_version = 0
         self._ids = itertools.count()
         self._in_flight: set[str] = set()
@@ -66,18 +74,14 @@ class VLLMEngine:
         self._lora_ids = itertools.count(1)
 
     def chat_prompt_ids(self, user_text: str) -> list[int]:
-        return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_text}], add_generation_prompt=True, tokenize=True,
-            return_dict=False)
+        return self.chat.ids(user_text)
 
     @staticmethod
-    def _params(choice: list[str] | None, temperature: float, max_tokens: int):
+    def _params(constraint: Constraint, temperature: float, max_tokens: int):
         from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
 
-        return SamplingParams(
-            temperature=temperature, max_tokens=max_tokens, logprobs=0,
-            structured_outputs=StructuredOutputsParams(choice=choice) if choice else None)
+        return SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=0,
+                              structured_outputs=structured_outputs(constraint))
 
     # ---- streaming ---------------------------------------------------------------------------
     @property
@@ -85,12 +89,13 @@ class VLLMEngine:
         """Requests submitted and not yet returned by step() or generate()."""
         return len(self._in_flight) + len(self._finished)
 
-    def submit(self, prompt_ids: list[int], choice: list[str] | None, *, temperature: float,
+    def submit(self, prompt_ids: list[int], constraint: Constraint, *, temperature: float,
                max_tokens: int) -> str:
-        """Queue one request; returns its id. It starts at the next engine iteration."""
+        """Queue one request; returns its id. It starts at the next engine iteration.
+        `constraint`: a choice list, a Grammar (actors/decoding.py), or None."""
         from vllm.sampling_params import RequestOutputKind
 
-        params = self._params(choice, temperature, max_tokens)
+        params = self._params(constraint, temperature, max_tokens)
         params.output_kind = RequestOutputKind.FINAL_ONLY
         rid = f"fw-{next(self._ids)}"  # outputs carry this id (vLLM's internal one differs)
         self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(prompt_ids)}, params,
@@ -117,10 +122,10 @@ class VLLMEngine:
         return done
 
     # ---- blocking batch ----------------------------------------------------------------------
-    def generate(self, prompts: list[list[int]], choices: list[list[str] | None], *,
+    def generate(self, prompts: list[list[int]], constraints: list[Constraint], *,
                  temperature: float, max_tokens: int) -> list[Generation]:
         rids = [self.submit(p, c, temperature=temperature, max_tokens=max_tokens)
-                for p, c in zip(prompts, choices)]
+                for p, c in zip(prompts, constraints)]
         wanted, got = set(rids), {}
         while len(got) < len(rids):
             for rid, gen in self._collect(self.llm.llm_engine.step()):

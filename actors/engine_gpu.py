@@ -4,7 +4,7 @@ AsyncLLM runs its engine core in its own process(es), tensor parallel over
 `tensor_parallel_size` GPUs, and batches continuously by itself. This class drives it from an
 asyncio thread of its own so that the rollout loop keeps its synchronous shape: `submit()` starts
 a request, `step()` returns the requests that finished (waiting at most `step_wait_s` for one),
-`generate()` is a blocking batch. Behaviour logprobs and choice constraints as on the CPU path.
+`generate()` is a blocking batch. Behaviour logprobs and choice / grammar constraints as on the CPU path.
 
 New weights never travel through this process as tensors (in multiprocess mode tensors must not
 go through collective_rpc). They come over vLLM's weight-transfer engine (NCCL): the trainer
@@ -26,7 +26,8 @@ import itertools
 import queue
 import threading
 
-from actors.engine import EngineBusy, Generation, VLLMEngine
+from actors.chat_prompt import ChatPrompt
+from actors.engine import Constraint, EngineBusy, Generation, VLLMEngine
 
 STEP_WAIT_S = 0.005
 
@@ -54,6 +55,8 @@ class AsyncVLLMEngine:
             weight_transfer_config=WeightTransferConfig(backend=weight_transfer))
         self.llm = self._run(self._build(args))
         self.tokenizer = self.llm.get_tokenizer()
+        self.chat = ChatPrompt(self.tokenizer)
+        self.max_model_len = max_model_len
 
     @staticmethod
     async def _build(args):
@@ -72,11 +75,11 @@ class AsyncVLLMEngine:
     def unfinished(self) -> int:
         return len(self._in_flight)
 
-    def submit(self, prompt_ids: list[int], choice: list[str] | None, *, temperature: float,
+    def submit(self, prompt_ids: list[int], constraint: Constraint, *, temperature: float,
                max_tokens: int) -> str:
         from vllm.sampling_params import RequestOutputKind
 
-        params = self._params(choice, temperature, max_tokens)
+        params = self._params(constraint, temperature, max_tokens)
         params.output_kind = RequestOutputKind.FINAL_ONLY
         rid = f"fw-{next(self._ids)}"
         self._in_flight.add(rid)
@@ -110,10 +113,10 @@ class AsyncVLLMEngine:
                 raise RuntimeError(f"request {rid} failed") from error
         return [(rid, gen) for rid, gen, _ in out]
 
-    def generate(self, prompts: list[list[int]], choices: list[list[str] | None], *,
+    def generate(self, prompts: list[list[int]], constraints: list[Constraint], *,
                  temperature: float, max_tokens: int) -> list[Generation]:
         rids = [self.submit(p, c, temperature=temperature, max_tokens=max_tokens)
-                for p, c in zip(prompts, choices)]
+                for p, c in zip(prompts, constraints)]
         wanted, got, others = set(rids), {}, []
         while len(got) < len(rids):
             for rid, gen in self.step():

@@ -37,8 +37,10 @@ class Episode:
 
     def add(self, *, observation: str, prompt_ids, response_ids, logprobs, action: str,
             allowed_actions: list[str], reward: float, done: bool, policy_version: int,
-            screenshot_hash: str | None = None, error: str | None = None) -> None:
-        extra = {"screenshot_hash": screenshot_hash} if "screenshot_hash" in _STEP_FIELDS else {}
+            screenshot_hash: str | None = None, error: str | None = None,
+            constraint: str | None = None) -> None:
+        optional = {"screenshot_hash": screenshot_hash, "constraint": constraint}
+        extra = {k: v for k, v in optional.items() if k in _STEP_FIELDS}
         self.steps.append(Step(
             observation=observation,
             prompt_ids=np.asarray(prompt_ids, dtype=np.int32),
@@ -56,19 +58,23 @@ class Episode:
             created_at=time.time())
 
 
-def render_prompt(observation_text: str, rounds: list[Round], history: int, window: int = 0) -> str:
+def render_prompt(observation_text: str, rounds: list[Round], history: int, window: int = 0,
+                  drop: int = 0) -> str:
     """What the policy reads, WebGym-style: the current observation; then the rounds before the
     last `window` summarized as one line each (their action, and the env's error if any), at
     most the latest `history` of them (-1: all); then the last `window` rounds whole
-    (observation and action).
+    (observation and action). `drop` leaves out the oldest `drop` of the rounds that would be
+    shown (summarized ones first), to make a prompt fit (see fit_prompt).
 
     With window=0 this is the observation plus the last `history` actions. NOT guaranteed: the
-    prompt fits the model's context; long windows of long observations can exceed it.
+    prompt fits the model's context (fit_prompt sees to that).
     """
     whole = rounds[len(rounds) - window:] if window > 0 else []
     older = rounds[:len(rounds) - len(whole)]
     if history >= 0:
         older = older[max(len(older) - history, 0):]
+    cut = min(drop, len(older))
+    older, whole = older[cut:], whole[drop - cut:]
     parts = [observation_text]
     if older:
         lines = [r.action if not r.error else f"{r.action} -> error: {r.error}" for r in older]
@@ -78,3 +84,32 @@ def render_prompt(observation_text: str, rounds: list[Round], history: int, wind
         parts.append("Last rounds:\n" + "\n".join(
             f"Round {first + i}:\n{r.observation}\nAction: {r.action}" for i, r in enumerate(whole)))
     return "\n".join(parts)
+
+
+@dataclass
+class FittedPrompt:
+    ids: list[int]
+    rounds_dropped: int = 0  # history rounds left out to fit
+    truncated: bool = False  # even the bare observation was too long: its tail was cut
+
+
+def fit_prompt(tokenize, observation_text: str, rounds: list[Round], history: int, window: int,
+               limit: int) -> FittedPrompt:
+    """The prompt's token ids (`tokenize(text)`), at most `limit` long: the oldest history
+    rounds go first; if the observation alone is still too long, its tail is cut (the task
+    sentence comes first in an observation, so it survives)."""
+    ids = tokenize(render_prompt(observation_text, rounds, history, window))
+    shown = min(len(rounds), max(window, 0) + (len(rounds) if history < 0 else history))
+    drop = 0
+    while len(ids) > limit and drop < shown:
+        drop += 1
+        ids = tokenize(render_prompt(observation_text, rounds, history, window, drop))
+    if len(ids) <= limit:
+        return FittedPrompt(ids, drop)
+    text = observation_text
+    while len(ids) > limit and text:
+        text = text[:max(0, len(text) * limit // len(ids) - 1)]
+        ids = tokenize(text)
+    if len(ids) > limit:
+        raise ValueError(f"the chat template alone takes {len(ids)} tokens, more than {limit}")
+    return FittedPrompt(ids, drop, truncated=True)

@@ -29,6 +29,7 @@ import queue
 import threading
 import time
 
+from actors.decoding import constraint_mode
 from actors.engine import make_engine
 from actors.env.browser import BrowserHandle
 from actors.env.miniwob import task_page
@@ -53,6 +54,7 @@ class RolloutActor:
                  first_episode: int = 0):
         self.actor_id = actor_id
         self.rollout = dict(rollout)
+        constraint_mode(self.rollout)  # a bad or conflicting constraint key fails here
         self.env_cfg = dict(env)
         self.reward_fn = make_reward(reward["name"], **reward.get("params", {}))
         self.seed = seed
@@ -265,7 +267,8 @@ class RolloutActor:
                 f.result()
             self.loop = RolloutLoop(self.engine, self.browser, slots, rollout=self.rollout,
                                     sampler=self.sampler, finish=self._finish, metrics=self.metrics,
-                                    seed_key=f"{self.seed}:{self.actor_id}")
+                                    seed_key=f"{self.seed}:{self.actor_id}",
+                                    ref_mode=env.get("ref_mode", "text"))
             self.loop.stats["episodes_started"] = self.first_episode
         except Exception as e:  # noqa: BLE001 - re-raised in the constructor
             if self.browser is not None:

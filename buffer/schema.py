@@ -9,9 +9,9 @@ Not guaranteed:
   the receiving `decode` rejects them. It only refuses arrays that cannot be represented.
 - Unknown keys in a frame are ignored and are not preserved by a decode/encode round trip.
 - Arrays returned by `decode` are read-only views of the frame's bytes.
-- `screenshot_hash` is optional per step: a frame without it decodes to None, and `encode` leaves
-  the key out when it is None, so frames of writers that never set it are byte-identical to the
-  frames written before the field existed (still schema v1).
+- `screenshot_hash` and `constraint` are optional per step: a frame without one decodes to None,
+  and `encode` leaves the key out when it is None, so frames of writers that never set them are
+  byte-identical to the frames written before the fields existed (still schema v1).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class Step:
     done: bool = False
     policy_version: int = 0
     screenshot_hash: str | None = None  # of the screenshot this step acted on; optional
+    constraint: str | None = None  # what decoding was constrained by: choice | grammar | none; optional
 
 
 @dataclass(eq=False)
@@ -142,6 +143,8 @@ def _step_to_map(step: Step, i: int) -> dict[str, Any]:
     }
     if step.screenshot_hash is not None:
         m["screenshot_hash"] = str(step.screenshot_hash)
+    if step.constraint is not None:
+        m["constraint"] = str(step.constraint)
     return m
 
 
@@ -248,6 +251,7 @@ def _decode_step(raw: Any, i: int) -> Step:
         done=r.boolean("done"),
         policy_version=r.integer("policy_version"),
         screenshot_hash=r.optional_string("screenshot_hash"),
+        constraint=r.optional_string("constraint"),
     )
     n_lp, n_ids = len(step.logprobs), len(step.response_ids)
     if n_lp != n_ids:
@@ -272,7 +276,7 @@ def _fast_step(raw: Any) -> Step | None:
         reward, done, version = raw["reward"], raw["done"], raw["policy_version"]
     except KeyError:
         return None
-    shot = raw.get("screenshot_hash")
+    shot, constraint = raw.get("screenshot_hash"), raw.get("constraint")
     if (
         type(obs) is not str
         or type(act) is not str
@@ -286,6 +290,7 @@ def _fast_step(raw: Any) -> Step | None:
         or type(version) is not int
         or type(allowed) is not list
         or (shot is not None and type(shot) is not str)
+        or (constraint is not None and type(constraint) is not str)
     ):
         return None
     for a in allowed:
@@ -306,6 +311,7 @@ def _fast_step(raw: Any) -> Step | None:
         done,
         version,
         shot,
+        constraint,
     )
 
 

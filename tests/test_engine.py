@@ -5,7 +5,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from actors.decoding import Grammar
 from actors.engine import VLLMEngine
+from actors.env.actions import action_grammar, format_action, parse_action
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 PROMPT = 'Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "Cancel"'
@@ -44,6 +46,12 @@ def test_logprobs_match_hf_then_new_weights_are_served(engine, model_path):
     assert gen.logprobs == pytest.approx(hf_logprobs(hf, prompt, gen.token_ids), abs=1e-3)
 
 
+def test_chat_prompts_take_the_shortcut_and_match_the_template(engine):
+    assert engine.chat.fast  # vLLM's tokenizer wrapper still exposes the fast backend
+    assert engine.chat_prompt_ids(PROMPT) == engine.tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=False)
+
+
 def test_choice_constraint_and_masked_logprobs(engine):
     prompt = engine.chat_prompt_ids(PROMPT)
     choices = ['click("okay")', 'click("Cancel")']
@@ -54,6 +62,18 @@ def test_choice_constraint_and_masked_logprobs(engine):
         assert all(lp <= 0.0 for lp in g.logprobs)
     # Under the mask the closing tokens are forced: their logprob is exactly 0.
     assert any(lp == 0.0 for g in gens for lp in g.logprobs)
+
+
+@pytest.mark.parametrize("ref_mode", ["text", "id"])
+def test_grammar_constraint_decodes_only_actions_that_parse(engine, ref_mode):
+    prompt = engine.chat_prompt_ids(PROMPT)
+    grammar = Grammar(action_grammar(ref_mode, max_chars=8))
+    # Room for the longest admitted action (two strings of 8 four-byte characters, one token per
+    # byte) and its stop token.
+    gens = engine.generate([prompt] * 16, [grammar] * 16, temperature=1.0, max_tokens=96)
+    for g in gens:
+        assert format_action(parse_action(g.text, ref_mode), ref_mode) == g.text
+        assert len(g.logprobs) == len(g.token_ids) and all(lp <= 0.0 for lp in g.logprobs)
 
 
 # ---- the GPU backend (AsyncLLM); skipped without CUDA ------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from actors.env.actions import parse_action
 from actors.env.browser import CHROMIUM
 from actors.rollout_actor import RolloutActor
 from buffer.server import ShardServer
@@ -46,14 +47,15 @@ def server():
 def make_actor(model_path, server):
     actors = []
 
-    def make(env=None, rollout=None) -> RolloutActor:
+    def make(env=None, rollout=None, engine=None) -> RolloutActor:
         cfg = OmegaConf.load(ROOT / "configs/config.yaml")
         env_cfg = {**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/env/miniwob.yaml")),
                    "max_steps": MAX_STEPS, **(env or {})}
-        rollout_cfg = {**OmegaConf.to_container(cfg.rollout), "slots": 2, "constrained": False,
+        rollout_cfg = {**OmegaConf.to_container(cfg.rollout), "slots": 2, "constraint": "none",
                        **(rollout or {})}
-        engine = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/engine/vllm_cpu.yaml"))
-        actor = RolloutActor("actor-t", model_path, [server.address], engine=engine, env=env_cfg,
+        engine_cfg = {**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/engine/vllm_cpu.yaml")),
+                      **(engine or {})}
+        actor = RolloutActor("actor-t", model_path, [server.address], engine=engine_cfg, env=env_cfg,
                              rollout=rollout_cfg, reward={"name": "outcome"}, seed=1)
         actors.append(actor)
         LIVE.append(actor)
@@ -171,3 +173,22 @@ def test_staleness_gate_and_per_step_versions(make_actor, server, model_path):
     actor.load_weights(named, 3)
     wait_for(lambda: any(t.policy_version == 3 for t in stored(server)), 300, "an episode at version 3")
     assert actor.stop()["error"] is None
+
+
+def test_grammar_decoding_in_a_short_context(make_actor, server):
+    """Grammar-constrained steps record their constraint, and prompts longer than the context
+    leaves room for are trimmed (counted), not fatal."""
+    max_tokens = 48
+    actor = make_actor(rollout={"constraint": "grammar", "max_tokens": max_tokens, "history": -1},
+                       engine={"max_model_len": 112})
+    actor.start()
+    wait_for(lambda: actor.stats().get("prompts_trimmed", 0) >= 1 and len(stored(server)) >= 2, 300,
+             "trimmed prompts and two stored episodes")
+    stats = actor.stop()
+    assert stats["error"] is None
+    steps = [s for t in stored(server) for s in t.steps]
+    assert all(s.constraint == "grammar" and s.allowed_actions == [] for s in steps)
+    assert all(len(s.prompt_ids) <= 112 - max_tokens for s in steps)
+    for s in steps:  # every finished generation is an action; only a cut-off one may not be
+        if len(s.response_ids) < max_tokens:
+            parse_action(s.action, "text")

@@ -7,19 +7,20 @@ import threading
 import pytest
 
 from actors.engine import Generation
-from actors.env.observation import make_observation
+from actors.env.observation import Element, make_observation
 from actors.env.slot import EnvResult
 from actors.rollout_loop import RolloutLoop
 from actors.slot_metrics import SlotMetrics
 from actors.task_sampler import TaskSampler
 
-ROLLOUT = {"history": 2, "history_window": 0, "constrained": True, "temperature": 1.0, "max_tokens": 8}
-OBS = make_observation('Click "a".', [], "text")
+ROLLOUT = {"history": 2, "history_window": 0, "constraint": "choice", "temperature": 1.0, "max_tokens": 8}
+OBS = make_observation('Click "a".', [Element(1, "button", "a", True, False, (0, 0, 10, 10))], "text")
 
 
 class ScriptedEngine:
     def __init__(self):
         self.policy_version = 0
+        self.max_model_len = 1024
         self.in_flight: list[str] = []
         self.n = 0
         self.iterations = 0
@@ -95,9 +96,11 @@ def browser():
     b.stop()
 
 
-def make_loop(browser, slots, min_batch=1):
+def make_loop(browser, slots, min_batch=1, constraint="choice", max_model_len=1024):
     finished = []
-    loop = RolloutLoop(ScriptedEngine(), browser, slots, rollout={**ROLLOUT, "min_batch": min_batch},
+    engine = ScriptedEngine()
+    engine.max_model_len = max_model_len
+    loop = RolloutLoop(engine, browser, slots, rollout={**ROLLOUT, "min_batch": min_batch, "constraint": constraint},
                        sampler=TaskSampler("click-button"), finish=lambda ep, info: finished.append((ep, info)),
                        metrics=SlotMetrics("t"), seed_key="t")
     return loop, finished

@@ -14,13 +14,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 from playwright.async_api import Error as PlaywrightError
 
 from actors.env.actions import Action, ActionError, parse_action, quote
 from actors.env.browser import BrowserHandle
-from actors.env.miniwob_js import CENTER_JS, OBSERVE_JS, RESET_JS, SELECT_ALL_JS, SELECT_OPTION_JS
+from actors.env.miniwob_js import CENTER_JS, OBSERVE_JS, RESET_OBSERVE_JS, SELECT_ALL_JS, SELECT_OPTION_JS
 from actors.env.observation import Element, Observation, make_observation, parse_elements
 
 __all__ = ["AsyncMiniWoBEnv", "Element", "MiniWoBEnv", "Observation", "make_observation",
@@ -104,11 +105,11 @@ class AsyncMiniWoBEnv:
             await self._load(task)
         if max_steps is not None:
             self.max_steps = max_steps
-        ready = await self._page.evaluate(RESET_JS, [seed, self._timer_ms])
-        if not ready:
+        observed = await self._page.evaluate(RESET_OBSERVE_JS, [seed, self._timer_ms])
+        if observed is None:
             await self._page.wait_for_function("() => WOB_TASK_READY")
         self._done, self._steps = False, 0
-        self._obs = await self._observe()
+        self._obs = await self._observe(observed=observed)
         return self._obs
 
     async def step(self, action: str) -> tuple[Observation, float, bool, dict]:
@@ -149,8 +150,9 @@ class AsyncMiniWoBEnv:
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _observe(self, with_status: bool = False):
-        status = await self._page.evaluate(OBSERVE_JS)
+    async def _observe(self, with_status: bool = False, observed: str | None = None):
+        """The observation (and the page status); `observed`: OBSERVE_JS's answer, if taken."""
+        status = json.loads(observed if observed is not None else await self._page.evaluate(OBSERVE_JS))
         elements = parse_elements(status["elements"]) if status["elements"] is not None else []
         running = not status["done"]
         axtree = None
