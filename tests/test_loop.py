@@ -5,45 +5,25 @@ Asserts that trajectories reached the shard, the learner stepped, the engine's w
 acknowledged as stored is in that shard.
 """
 
-import time
 
 import pytest
 import ray
-from hydra import compose, initialize_config_dir
 
-from launch.cluster import ROOT, build, start, start_ray, stop
+from launch.cluster import start, stop
+from tests.loop_system import loop_cfg, running_system, wait_for
 
 PROBE = 'Task: Click on the "Cancel" button.\nElements:\nbutton "okay"\nbutton "Cancel"'
 
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("loop")
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=[
-            "+exp=webgym", f"run.dir={run_dir}", "cluster.dashboard=false",
-            "logger.wandb.enabled=false", "rollout.slots=2", "learner.batch_size=8",
-            "learner.min_replay_steps=4", "learner.sync_every=3", "learner.samples_per_insert=1000",
-        ])
+    return loop_cfg(tmp_path_factory.mktemp("loop"), [
+        "+exp=webgym", "rollout.slots=2", "learner.batch_size=8", "learner.sync_every=3"])
 
 
 @pytest.fixture(scope="module")
 def system(cfg):
-    start_ray(cfg, cfg.run.dir)
-    try:
-        yield build(cfg, cfg.run.dir)
-    finally:
-        ray.shutdown()
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    yield from running_system(cfg)
 
 
 def test_whole_loop(system):

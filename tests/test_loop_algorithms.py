@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import ray
-from hydra import compose, initialize_config_dir
 
-from launch.cluster import ROOT, build, start, start_ray, stop
-from tests.test_loop import wait_for
+from launch.cluster import start, stop
+from tests.loop_system import loop_cfg, running_system, wait_for
 
 CASES = {
     "grpo": ["+exp=webgym_grpo", "learner.world_size=2", "learner.batch_size=8", "rollout.slots=4"],
@@ -21,18 +20,10 @@ CASES = {
 
 @pytest.fixture(params=sorted(CASES))
 def system(request, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp(request.param)  # short: Ray's socket paths must fit 107 bytes
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=CASES[request.param] + [
-            f"run.dir={tmp_path}", "cluster.dashboard=false", "logger.wandb.enabled=false",
-            "learner.min_replay_steps=4", "learner.sync_every=2", "learner.samples_per_insert=1000",
-            "buffer.alpha=0.6",
-        ])
-    start_ray(cfg, cfg.run.dir)
-    try:
-        yield request.param, cfg, build(cfg, cfg.run.dir)
-    finally:
-        ray.shutdown()
+    cfg = loop_cfg(tmp_path_factory.mktemp(request.param), CASES[request.param] + [
+        "learner.sync_every=2", "buffer.alpha=0.6"])
+    for system in running_system(cfg):
+        yield request.param, cfg, system
 
 
 def test_rl_loop(system):
