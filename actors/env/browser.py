@@ -15,9 +15,14 @@ A browser that died (crashed, killed) is relaunched by `ensure(generation)`: eve
 remembers the generation of the browser it was made on, so several slots noticing the same
 death relaunch it once.
 
+Every browser this handle launches carries a marker switch (`--flywheel-browser=<id>`, which
+Chromium ignores), so `close()` can make sure none outlives it: after the graceful close (which
+on a loaded machine can time out, leaving the driver or the browser behind) it kills whatever
+process still carries the marker.
+
 NOT guaranteed: that a relaunch succeeds (it raises like the first launch did); contexts of a
 dead browser are not revived (each owner makes a new one); a coroutine still running when
-`close()` is called is cancelled (its future reports CancelledError); close() is best effort.
+`close()` is called is cancelled (its future reports CancelledError); a graceful close.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
+import uuid
 from typing import Self
 
+import psutil
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -48,6 +55,7 @@ class BrowserHandle:
 
     def __init__(self, executable_path: str = CHROMIUM, headless: bool = True):
         self.executable_path, self.headless = executable_path, headless
+        self.marker = f"--flywheel-browser={uuid.uuid4().hex}"
         self.generation = 0  # bumped by every relaunch
         self.relaunches = 0
         self._closed = False
@@ -94,6 +102,7 @@ class BrowserHandle:
         finally:
             self._closed = True
             self._stop_thread()
+            kill_marked(self.marker)
 
     def __enter__(self) -> Self:
         return self
@@ -134,7 +143,7 @@ class BrowserHandle:
 
     async def _launch(self) -> Browser:
         """Start the system Chromium (never a downloaded one)."""
-        args = list(CHROMIUM_FLAGS)
+        args = [*CHROMIUM_FLAGS, self.marker]
         if self.headless:
             args.insert(0, "--headless")
         return await self._pw.chromium.launch(executable_path=self.executable_path,
@@ -156,3 +165,15 @@ class BrowserHandle:
 
 def launch_browser(executable_path: str = CHROMIUM, headless: bool = True) -> BrowserHandle:
     return BrowserHandle(executable_path, headless)
+
+
+def kill_marked(marker: str, timeout_s: float = 5.0) -> list[int]:
+    """SIGKILL every process whose command line carries `marker`; returns their pids."""
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if marker in (p.info["cmdline"] or ()):
+                p.kill()
+                procs.append(p)
+    psutil.wait_procs(procs, timeout=timeout_s)
+    return [p.pid for p in procs]
