@@ -137,19 +137,20 @@ class ShardedSampleClient:
             return np.zeros(len(masses), dtype=np.int64)
         return self.rng.multinomial(n, masses / total)
 
+    def _fan_out(self, op: bytes, counts: np.ndarray, timeout_ms: int | None) -> dict[int, dict[str, Any]]:
+        """One `op` request to every shard with a share (in parallel); their replies by shard."""
+        self.last_counts = counts.tolist()
+        reqs = {s: self.clients[s].request(op, SampleClient.sample_body(k, self.policy_version, timeout_ms))
+                for s, k in enumerate(self.last_counts) if k}
+        replies = {s: self.clients[s].reply(r, op.decode()) for s, r in reqs.items()}
+        self.last_status = [replies[s]["status"] if s in replies else "none" for s in range(len(self.clients))]
+        return replies
+
     def sample(self, n: int, *, timeout_ms: int | None = None) -> list[dict[str, Any]]:
         """About n steps drawn across all shards as one prioritized sample (see module doc)."""
         infos = self._infos()
         masses = self.masses(infos)
-        counts = self.split(n, masses)
-        self.last_counts = counts.tolist()
-        reqs = {}
-        for s, k in enumerate(counts.tolist()):
-            if k:
-                body = SampleClient.sample_body(k, self.policy_version, timeout_ms)
-                reqs[s] = self.clients[s].request(b"sample", body)
-        replies = {s: self.clients[s].reply(r, "sample") for s, r in reqs.items()}
-        self.last_status = [replies[s]["status"] if s in replies else "none" for s in range(len(self.clients))]
+        replies = self._fan_out(b"sample", self.split(n, masses), timeout_ms)
         total = masses.sum()
         mins = [i["min_a"] for i, m in zip(infos, masses) if m > 0 and i.get("min_a") is not None]
         mins += [r["min_a"] for r in replies.values() if r.get("min_a") is not None]
@@ -185,15 +186,7 @@ class ShardedSampleClient:
         infos = self._infos()
         self.masses(infos)  # learns V*
         masses = self.group_masses(infos)
-        counts = self.split(n, masses)
-        self.last_counts = counts.tolist()
-        reqs = {}
-        for s, k in enumerate(counts.tolist()):
-            if k:
-                body = SampleClient.sample_body(k, self.policy_version, timeout_ms)
-                reqs[s] = self.clients[s].request(b"sample_groups", body)
-        replies = {s: self.clients[s].reply(r, "sample_groups") for s, r in reqs.items()}
-        self.last_status = [replies[s]["status"] if s in replies else "none" for s in range(len(self.clients))]
+        replies = self._fan_out(b"sample_groups", self.split(n, masses), timeout_ms)
         mins = [i["group_min_a"] for i, m in zip(infos, masses) if m > 0 and i.get("group_min_a") is not None]
         mins += [r["group_min_a"] for r in replies.values() if r.get("group_min_a") is not None]
         min_a = min(mins) if mins else None

@@ -31,6 +31,6 @@ def episode_items(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "constraint": step.constraint,
                     "reward": traj.reward if i == last else 0.0, "return": traj.reward,
                     "policy_version": step.policy_version, "key": int(keys[i]),
-                    "weight": float(g["weight"]),
+                    "weight": float(g["weight"]), "shard": g.get("shard", 0),
                 })
     return items

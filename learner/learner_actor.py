@@ -37,7 +37,7 @@ import ray
 import torch
 import torch.distributed as dist
 
-from buffer.client import SampleClient
+from buffer.sharded import ShardedSampleClient
 from learner import deepspeed_setup
 from learner.algorithms import make_objective
 from learner.episode_items import episode_items
@@ -79,7 +79,8 @@ class Learner:
         # Model FLOPs utilization: 6 N FLOPs per trained token (forward + backward, attention
         # left out, as in nanoGPT's and PaLM's estimate) over this rank's peak.
         self._flops_per_token = 6 * sum(p.numel() for p in self._policy().parameters())
-        self.samplers = [SampleClient(a) for a in shard_addresses]
+        self.sampler = ShardedSampleClient(shard_addresses)
+        self.sampler.rng = self.rng  # one stream for the cross-shard split: snapshots restore it
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
         self.actors: list = []
         self.sender: WeightSender | LoraSender | None = None
@@ -167,8 +168,7 @@ class Learner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=300)
-        for s in self.samplers:
-            s.close()
+        self.sampler.close()
         return self.stats()
 
     def save_snapshot(self) -> str:
@@ -227,20 +227,11 @@ class Learner:
         return ray.get([s.stats.remote() for s in self.shards])
 
     def _draw(self) -> list[dict]:
-        """This rank's batch: steps, or the steps of whole episodes drawn as groups."""
-        counts = self.pacing.split(self._shard_stats(), self.rng)
-        items = []
-        for shard, (sampler, n) in enumerate(zip(self.samplers, counts)):
-            if not n:
-                continue
-            if self.objective.sampling == "steps":
-                drawn = sampler.sample(n)
-            else:
-                drawn = episode_items(sampler.sample_groups(n))
-            for it in drawn:
-                it["shard"] = shard
-            items.extend(drawn)
-        return items
+        """This rank's batch: steps, or the steps of whole episodes drawn as groups, split over
+        the shards by priority (or complete-group) mass, so the union is one prioritized sample."""
+        if self.objective.sampling == "steps":
+            return self.sampler.sample(self.pacing.draws)
+        return episode_items(self.sampler.sample_groups(self.pacing.draws))
 
     def train_step(self) -> float:
         """One optimizer step: `grad_accum` micro-batches, each drawn, scored and backpropagated."""
@@ -278,9 +269,5 @@ class Learner:
     def _update_priorities(self, items: list[dict], priorities: torch.Tensor) -> None:
         """New priorities (e.g. |advantage|) back to the shards the steps came from."""
         prio = priorities.detach().double().numpy() + 1e-6  # a zero priority would never be drawn again
-        by_shard = collections.defaultdict(list)
-        for i, it in enumerate(items):
-            by_shard[it["shard"]].append(i)
-        for shard, idx in by_shard.items():
-            reply = self.samplers[shard].update_priorities([items[i]["key"] for i in idx], prio[idx])
-            self._stats["priority_updates"] += int(reply.get("updated", 0))
+        reply = self.sampler.update_priorities(items, prio)
+        self._stats["priority_updates"] += int(reply.get("updated", 0))

@@ -3,16 +3,13 @@
 The learner waits until the replay holds `min_replay_steps` steps (or, drawing groups, one
 complete group), and keeps the steps all ranks have drawn within `samples_per_insert` × the steps
 the shards have stored, so a fast learner cannot over-fit the first few episodes while the actors
-are still collecting. The draw is split over the shards in proportion to what each holds (steps,
-or complete groups).
+are still collecting. (How a draw is split over the shards: buffer/sharded.py.)
 
 NOT guaranteed: an exact ratio — the check counts whole batches, and with groups the batch's step
 count is estimated as episodes (one step each) before the draw.
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 
 class Pacing:
@@ -32,13 +29,6 @@ class Pacing:
         if sampled_steps + self.batch_steps > self.samples_per_insert * stored:
             return "rate"
         return "go"
-
-    def split(self, shard_stats: list[dict], rng: np.random.Generator) -> list[int]:
-        """How many steps (or groups) to draw from each shard."""
-        mass = np.asarray(self._mass(shard_stats), dtype=np.float64)
-        if not mass.sum():
-            return [0] * len(shard_stats)
-        return rng.multinomial(self.draws, mass / mass.sum()).tolist()
 
     def _mass(self, shard_stats: list[dict]) -> list[float]:
         key = "groups_complete" if self.groups else "size_steps"
