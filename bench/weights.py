@@ -19,6 +19,7 @@ tiny model and a ~100M-parameter Qwen2 built here. Ends with one JSON line:
   transfer_vs_raw_100m       bucketed_transfer bandwidth / (a) bandwidth
   per_param_vs_bucketed_transfer_*   per_param_transfer time / bucketed_transfer time
   load_overlap_*             share of engine_load hidden behind the transfer in (c)
+  cpu_ceiling_vs_raw_100m    the best bucketed_vs_raw_100m (c)'s CPU work allows on this machine
 
     python bench/weights.py [--repeats 5] [--sizes tiny,100m]
 """
@@ -86,6 +87,7 @@ def receiver(port: int, model_path: str, shapes: dict, conn) -> None:
     while True:
         cmd, arg = conn.recv()
         extra = {}
+        cpu0 = time.process_time()  # every thread of this process: gloo's included
         if cmd == "raw":
             group.broadcast(flat, 0).wait()
         elif cmd == "per_param_transfer":
@@ -97,19 +99,19 @@ def receiver(port: int, model_path: str, shapes: dict, conn) -> None:
             layout, version = arg
             named = recv.receive(layout, version)
             conn.send("done")
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             engine.load_weights(named, version)
             extra["engine_load"] = time.perf_counter() - t0
+            extra["engine_load_cpu"] = time.process_time() - c0
         elif cmd == "flywheel":
             layout, version = arg
-            t0 = time.perf_counter()
             with recv.stream(layout, version) as named:
                 engine.load_weights(named, version)
-            extra["receiver_s"] = time.perf_counter() - t0
         elif cmd == "stop":
             return
         if cmd != "bucketed_transfer":
             conn.send("done")
+        extra["receiver_cpu"] = time.process_time() - cpu0 - extra.get("engine_load_cpu", 0.0)
         conn.send(extra)
 
 
@@ -131,10 +133,11 @@ def measure(model_path: Path, repeats: int) -> dict:
     assert here.recv() == "ready"
     sender = WeightSender(group, params, bucket_bytes=256 << 20)
 
-    extras: dict[str, list[float]] = {"engine_load": [], "receiver_s": []}
+    extras: dict[str, list[float]] = {"engine_load": [], "engine_load_cpu": []}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
 
     def once(mode: str, version: int) -> float:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if mode == "raw":
             here.send(("raw", None))
             group.broadcast(flat, 0).wait()
@@ -146,8 +149,10 @@ def measure(model_path: Path, repeats: int) -> dict:
             here.send((mode, (sender.layout, version)))
             sender.send(params, version)
         assert here.recv() == "done"
-        elapsed = time.perf_counter() - t0
-        for k, v in here.recv().items():
+        elapsed, sender_cpu = time.perf_counter() - t0, time.process_time() - c0
+        extra = here.recv()
+        cpu[mode].append(sender_cpu + extra.pop("receiver_cpu"))
+        for k, v in extra.items():
             extras[k].append(v)
         return elapsed
 
@@ -156,6 +161,7 @@ def measure(model_path: Path, repeats: int) -> dict:
     for r in range(repeats + 1):  # interleaved; the first round is warm-up
         if r == 1:
             extras = {k: [] for k in extras}
+            cpu = {m: [] for m in MODES}
         for mode, samples in times.items():
             version += 1
             t = once(mode, version)
@@ -165,8 +171,11 @@ def measure(model_path: Path, repeats: int) -> dict:
     proc.join(timeout=60)
     med = {m: statistics.median(v) for m, v in times.items()}
     med["engine_load"] = statistics.median(extras["engine_load"])
+    cpu_med = {m: statistics.median(v) for m, v in cpu.items()}
+    cpu_med["engine_load"] = statistics.median(extras["engine_load_cpu"])
     return {"params_m": round(sum(p.numel() for p in params.values()) / 1e6, 2), "mb": round(nbytes / 2**20, 1),
             "buckets": len(sender.layout), "seconds": {m: round(v, 4) for m, v in med.items()},
+            "cpu_seconds": {m: round(v, 4) for m, v in cpu_med.items()},
             "gb_per_s": {m: round(nbytes / v / 1e9, 3) for m, v in med.items()}}
 
 
@@ -182,28 +191,35 @@ def main() -> None:
     for size in args.sizes.split(","):
         r = measure(paths[size], args.repeats)
         out[size] = r
-        s, bw = r["seconds"], r["gb_per_s"]
+        s, bw, c = r["seconds"], r["gb_per_s"], r["cpu_seconds"]
         # How much of the engine's load the streamed sync hid behind the transfer.
         overlap = (s["bucketed_transfer"] + s["engine_load"] - s["flywheel"]) / s["engine_load"]
         figures[f"per_param_vs_bucketed_{size}"] = round(s["per_param"] / s["flywheel"], 3)
         figures[f"per_param_vs_bucketed_transfer_{size}"] = round(s["per_param_transfer"] / s["bucketed_transfer"], 3)
         figures[f"load_overlap_{size}"] = round(overlap, 3)
+        # (c) cannot take less than its CPU work spread over every core of the machine.
+        ceiling = s["raw"] / max(s["bucketed_transfer"], c["flywheel"] / (os.cpu_count() or 1))
         if size == "100m":
             figures["bucketed_vs_raw_100m"] = round(bw["flywheel"] / bw["raw"], 3)
             figures["transfer_vs_raw_100m"] = round(bw["bucketed_transfer"] / bw["raw"], 3)
+            figures["cpu_ceiling_vs_raw_100m"] = round(ceiling, 3)
         print(f"{size:>5} ({r['params_m']}M params, {r['mb']} MB, {r['buckets']} buckets), median ms:\n"
               f"       (a) raw {s['raw'] * 1e3:.1f} ({bw['raw']:.2f} GB/s) | (b) per-param into vLLM "
               f"{s['per_param'] * 1e3:.1f} | (c) flywheel into vLLM {s['flywheel'] * 1e3:.1f} "
               f"({bw['flywheel']:.2f} GB/s)\n"
               f"       transfer alone: per-param {s['per_param_transfer'] * 1e3:.1f} | bucketed "
               f"{s['bucketed_transfer'] * 1e3:.1f} ({bw['bucketed_transfer']:.2f} GB/s) | engine load alone "
-              f"{s['engine_load'] * 1e3:.1f} | share of the load hidden in (c) {overlap:.2f}")
+              f"{s['engine_load'] * 1e3:.1f} | share of the load hidden in (c) {overlap:.2f}\n"
+              f"       CPU ms, both processes: raw {c['raw'] * 1e3:.0f} | bucketed transfer "
+              f"{c['bucketed_transfer'] * 1e3:.0f} | engine load {c['engine_load'] * 1e3:.0f} | (c) "
+              f"{c['flywheel'] * 1e3:.0f} → on {os.cpu_count()} cores (c)/raw bandwidth <= {ceiling:.2f}")
     figures["definitions"] = {
         "bucketed_vs_raw_100m": "(c) flywheel sync into vLLM bandwidth / (a) one raw broadcast bandwidth",
         "per_param_vs_bucketed": "(b) per-parameter broadcast into vLLM time / (c) time",
         "transfer_vs_raw_100m": "bucketed transfer alone (no engine) bandwidth / (a) bandwidth",
         "per_param_vs_bucketed_transfer": "per-parameter transfer alone time / bucketed transfer alone time",
         "load_overlap": "(bucketed transfer + engine load - (c)) / engine load",
+        "cpu_ceiling_vs_raw_100m": "(a) time / max(bucketed transfer time, (c) CPU seconds / cores)",
     }
     figures["detail"] = out
     print(json.dumps(figures))
