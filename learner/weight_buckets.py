@@ -71,7 +71,8 @@ def pack(bucket: Bucket, tensors: dict[str, torch.Tensor], out: torch.Tensor | N
         if t.is_contiguous() and t.dtype == bucket.torch_dtype:
             return t.reshape(-1)
     if out is None:
-        out = torch.empty(bucket.numel, dtype=bucket.torch_dtype)
+        device = tensors[bucket.entries[0].name].device
+        out = torch.empty(bucket.numel, dtype=bucket.torch_dtype, device=device)
     for e in bucket.entries:
         out[e.offset:e.offset + e.numel].copy_(tensors[e.name].detach().reshape(-1))
     return out
