@@ -137,8 +137,9 @@ class VLLMEngine:
 
     # ---- weights -----------------------------------------------------------------------------
     def load_weights(self, named, version: int) -> None:
-        """Load (name, tensor) pairs as policy `version`. Raises EngineBusy while requests are
-        in flight: the caller drains them first (weights change only between requests)."""
+        """Load (name, tensor) pairs as policy `version`; `named` may be a lazy iterator (a
+        weight stream), consumed as the engine loads. Raises EngineBusy while requests are in
+        flight: the caller drains them first (weights change only between requests)."""
         if self._in_flight:
             raise EngineBusy(f"{len(self._in_flight)} requests in flight")
         self.llm.collective_rpc("load_named_tensors", args=(named,))

@@ -225,7 +225,10 @@ class RolloutActor:
         return self.receiver.receive(layout, version)
 
     def _receive_weights(self, version: int, layout) -> int:
-        return self._load_weights(self._receive(version, layout), version)
+        if self.receiver is None:
+            raise RuntimeError(f"{self.actor_id} has not joined the weight group")
+        with self.receiver.stream(layout, version) as named:  # loads bucket k while k+1 arrives
+            return self._load_weights(named, version)
 
     def _receive_adapter(self, version: int, layout, adapter_config: dict) -> int:
         named = self._receive(version, layout)

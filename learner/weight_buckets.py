@@ -1,7 +1,9 @@
 """Bucket layout of the weight plane: parameters packed into a few flat buffers, one dtype each.
 
 A broadcast of a handful of large flat buffers costs far less than one broadcast per parameter
-(each collective has a fixed latency). The layout is a plain table, sent over the control plane
+(each collective has a fixed latency). A tensor of at least `own_bytes` is already big enough to
+amortise that latency, so it gets a bucket of its own: the sender broadcasts its storage as it
+is, with no copy into a flat buffer. The layout is a plain table, sent over the control plane
 (Ray) once, so the receiving side can allocate its buffers and cut them back into named views.
 
 NOT guaranteed: a layout stays valid only while the parameter names, shapes and dtypes it was
@@ -35,9 +37,11 @@ class Bucket:
 
 
 def build_layout(named_shapes: list[tuple[str, tuple[int, ...], torch.dtype]],
-                 bucket_bytes: int = 256 << 20) -> list[Bucket]:
-    """Group parameters by dtype, in the given order, into buckets of at most `bucket_bytes`
-    (a parameter larger than that gets a bucket of its own)."""
+                 bucket_bytes: int = 256 << 20, own_bytes: int = 1 << 20) -> list[Bucket]:
+    """Group parameters by dtype, in the given order, into buckets of at most `bucket_bytes`;
+    a parameter of at least `own_bytes` (or larger than `bucket_bytes`) gets a bucket of its own.
+    Buckets come in the order their first parameter does, so a receiver loading bucket by bucket
+    completes the model's layers in order."""
     open_bucket: dict[str, Bucket] = {}
     buckets: list[Bucket] = []
     for name, shape, dtype in named_shapes:
@@ -46,6 +50,9 @@ def build_layout(named_shapes: list[tuple[str, tuple[int, ...], torch.dtype]],
         for d in shape:
             numel *= int(d)
         itemsize = torch.empty((), dtype=dtype).element_size()
+        if numel * itemsize >= own_bytes:
+            buckets.append(Bucket(dtype=key, numel=numel, entries=[Entry(name, tuple(int(d) for d in shape), 0, numel)]))
+            continue
         bucket = open_bucket.get(key)
         if bucket is None or (bucket.numel and (bucket.numel + numel) * itemsize > bucket_bytes):
             bucket = Bucket(dtype=key)
@@ -57,9 +64,15 @@ def build_layout(named_shapes: list[tuple[str, tuple[int, ...], torch.dtype]],
 
 
 def pack(bucket: Bucket, tensors: dict[str, torch.Tensor], out: torch.Tensor | None = None) -> torch.Tensor:
-    """Copy the bucket's tensors into one flat buffer (reusing `out` when given)."""
+    """The bucket as one flat buffer: the tensor itself (flattened, no copy) for a bucket of one
+    contiguous tensor, else a copy of its tensors into `out` (a new buffer when not given)."""
+    if len(bucket.entries) == 1:
+        t = tensors[bucket.entries[0].name].detach()
+        if t.is_contiguous() and t.dtype == bucket.torch_dtype:
+            return t.reshape(-1)
     if out is None:
-        out = torch.empty(bucket.numel, dtype=bucket.torch_dtype)
+        device = tensors[bucket.entries[0].name].device
+        out = torch.empty(bucket.numel, dtype=bucket.torch_dtype, device=device)
     for e in bucket.entries:
         out[e.offset:e.offset + e.numel].copy_(tensors[e.name].detach().reshape(-1))
     return out

@@ -31,6 +31,18 @@ def test_layout_groups_by_dtype_and_splits_buckets():
     assert layout[0].entries[1].offset == 12
 
 
+def test_large_tensors_get_their_own_bucket_and_travel_without_a_copy():
+    p = params()
+    big = torch.randn(300)  # 1200 B >= own_bytes
+    named = {"a": p["a"], "big": big, "c": p["c"]}
+    layout = build_layout([(n, tuple(t.shape), t.dtype) for n, t in named.items()], own_bytes=1024)
+    assert [[e.name for e in b.entries] for b in layout] == [["a", "c"], ["big"]]
+    assert pack(layout[1], named).data_ptr() == big.data_ptr()
+    strided = {"big": torch.randn(300, 2)[:, 0]}  # not contiguous: copied into a flat buffer
+    bucket = build_layout([("big", (300,), torch.float32)], own_bytes=1024)[0]
+    assert torch.equal(pack(bucket, strided), strided["big"])
+
+
 def test_pack_unpack_round_trip():
     p = params()
     for bucket in build_layout([(n, tuple(t.shape), t.dtype) for n, t in p.items()]):
@@ -69,6 +81,39 @@ def test_gloo_broadcast_between_processes():
     assert set(got) == set(p)
     for name in p:
         assert torch.equal(got[name], p[name]), name
+
+
+def _stream_fail_then_receive(port, layout, out):
+    group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", 30)
+    receiver = WeightReceiver(group)
+    try:
+        with receiver.stream(layout, 1) as named:
+            next(named)
+            raise RuntimeError("engine load failed")  # the rest of sync 1 is still drained
+    except RuntimeError:
+        pass
+    with receiver.stream(layout, 2) as named:
+        out.put({n: t.clone() for n, t in named})
+
+
+def test_a_failed_streamed_load_still_drains_the_sync():
+    p = params()
+    store = host_store("127.0.0.1", 2, 30)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    layout = build_layout([(n, tuple(t.shape), t.dtype) for n, t in p.items()], bucket_bytes=64)
+    proc = ctx.Process(target=_stream_fail_then_receive, args=(store.port, layout, out))
+    proc.start()
+    group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", 30, store=store)
+    sender = WeightSender(group, p, bucket_bytes=64)
+    sender.send(p, version=1)
+    second = {n: t * 2 for n, t in p.items()}
+    sender.send(second, version=2)
+    got = out.get(timeout=60)
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+    for name in p:
+        assert torch.equal(got[name], second[name]), name
 
 
 def test_unknown_backend_is_named():
