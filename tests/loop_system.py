@@ -28,11 +28,15 @@ def running_system(cfg: DictConfig) -> Iterator[System]:
         ray.shutdown()
 
 
-def wait_for(predicate, timeout_s: float, what: str):
+def wait_for(predicate, timeout_s: float, what: str, *, check=None, poll_s: float = 1.0):
+    """predicate()'s first truthy value within timeout_s; `check()` (if given) runs between polls
+    and may raise, e.g. when a component died while we waited."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(1.0)
+        if check is not None:
+            check()
+        time.sleep(poll_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -8,7 +8,6 @@ arrange: pause the actor, let the pages settle, and look at the slots.
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from buffer.server import ShardServer
 from buffer.shard import ReplayShard
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 from tests.chromium_processes import browser_pids, browsers_gone
+from tests.loop_system import wait_for as wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_STEPS = 8
@@ -72,15 +72,10 @@ LIVE: list[RolloutActor] = []  # actors of the running test, checked while waiti
 
 
 def wait_for(predicate, timeout_s: float, what: str):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
+    def actors_alive():
         errors = [a.stats()["error"] for a in LIVE if a.stats()["error"]]
         assert not errors, f"the actor died while waiting for {what}: {errors}"
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    return wait_until(predicate, timeout_s, what, check=actors_alive, poll_s=0.1)
 
 
 def stored(server) -> list:
