@@ -48,6 +48,21 @@ def route_key(traj_id: str, group_id: str | None) -> str:
     return group_id or traj_id
 
 
+def weight_scales(infos: list[dict[str, Any]], masses: np.ndarray, replies: dict[int, dict[str, Any]],
+                  key: str) -> dict[int, float]:
+    """Per replying shard, the factor that renormalizes its importance weights (min_a_s / a)^β to
+    the smallest `key` (p^α, or a group's A_g) over all shards with mass."""
+    mins = [i[key] for i, m in zip(infos, masses) if m > 0 and i.get(key) is not None]
+    mins += [r[key] for r in replies.values() if r.get(key) is not None]
+    min_a = min(mins) if mins else None
+    scales = {}
+    for s, reply in replies.items():
+        beta = float(reply.get("beta") or 0.0)
+        ok = beta and min_a is not None and reply.get(key)
+        scales[s] = (min_a / float(reply[key])) ** beta if ok else 1.0
+    return scales
+
+
 class ShardedInsertClient:
     """One InsertClient per shard; insert() routes by `route_key`. Each keeps its own window."""
 
@@ -152,16 +167,10 @@ class ShardedSampleClient:
         masses = self.masses(infos)
         replies = self._fan_out(b"sample", self.split(n, masses), timeout_ms)
         total = masses.sum()
-        mins = [i["min_a"] for i, m in zip(infos, masses) if m > 0 and i.get("min_a") is not None]
-        mins += [r["min_a"] for r in replies.values() if r.get("min_a") is not None]
-        min_a = min(mins) if mins else None
+        scales = weight_scales(infos, masses, replies, "min_a")
         items: list[dict[str, Any]] = []
         for s, reply in replies.items():
-            beta = float(reply.get("beta") or 0.0)
-            scale = 1.0
-            if beta and min_a is not None and reply.get("min_a"):
-                scale = (min_a / float(reply["min_a"])) ** beta
-            share = masses[s] / total
+            scale, share = scales[s], masses[s] / total
             for it in reply.get("items", []):
                 it = _decode_item(it)
                 it["shard"] = s
@@ -187,16 +196,11 @@ class ShardedSampleClient:
         self.masses(infos)  # learns V*
         masses = self.group_masses(infos)
         replies = self._fan_out(b"sample_groups", self.split(n, masses), timeout_ms)
-        mins = [i["group_min_a"] for i, m in zip(infos, masses) if m > 0 and i.get("group_min_a") is not None]
-        mins += [r["group_min_a"] for r in replies.values() if r.get("group_min_a") is not None]
-        min_a = min(mins) if mins else None
+        scales = weight_scales(infos, masses, replies, "group_min_a")
         total = masses.sum()
         out: list[dict[str, Any]] = []
         for s, reply in replies.items():
-            beta = float(reply.get("beta") or 0.0)
-            scale = 1.0
-            if beta and min_a is not None and reply.get("group_min_a"):
-                scale = (min_a / float(reply["group_min_a"])) ** beta
+            scale = scales[s]
             for g in reply.get("groups", []):
                 item = _decode_group(g)
                 item["shard"] = s
