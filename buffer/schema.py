@@ -12,6 +12,9 @@ Not guaranteed:
 - `screenshot_hash` and `constraint` are optional per step: a frame without one decodes to None,
   and `encode` leaves the key out when it is None, so frames of writers that never set them are
   byte-identical to the frames written before the fields existed (still schema v1).
+- `grammar` is the same kind of optional field, per trajectory: the EBNF text the actor's engine
+  decoded every step under when its constraint was a grammar (the learner recompiles it to score
+  the same masked distribution). At most MAX_GRAMMAR_CHARS characters.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 
 SCHEMA_VERSION = 1
 DEFAULT_MAX_FRAME_BYTES = 8 * 1024 * 1024
+MAX_GRAMMAR_CHARS = 64 * 1024
 OUTCOMES = ("correct", "incorrect", "unknown")
 ERROR_CODES = (
     "bad_msgpack",
@@ -85,6 +89,7 @@ class Trajectory:
     success: bool
     outcome: str  # one of OUTCOMES
     created_at: float  # unix seconds
+    grammar: str | None = None  # EBNF the steps with constraint "grammar" were decoded under; optional
 
     @property
     def num_steps(self) -> int:
@@ -150,24 +155,24 @@ def _step_to_map(step: Step, i: int) -> dict[str, Any]:
 
 def encode(traj: Trajectory) -> bytes:
     """Trajectory -> one msgpack frame (schema v1)."""
-    return msgpack.packb(
-        {
-            "schema": SCHEMA_VERSION,
-            "traj_id": traj.traj_id,
-            "task_id": traj.task_id,
-            "group_id": traj.group_id,
-            "actor_id": traj.actor_id,
-            "env": traj.env,
-            "seed": int(traj.seed),
-            "policy_version": int(traj.policy_version),
-            "steps": [_step_to_map(s, i) for i, s in enumerate(traj.steps)],
-            "reward": float(traj.reward),
-            "success": bool(traj.success),
-            "outcome": traj.outcome,
-            "created_at": float(traj.created_at),
-        },
-        use_bin_type=True,
-    )
+    m = {
+        "schema": SCHEMA_VERSION,
+        "traj_id": traj.traj_id,
+        "task_id": traj.task_id,
+        "group_id": traj.group_id,
+        "actor_id": traj.actor_id,
+        "env": traj.env,
+        "seed": int(traj.seed),
+        "policy_version": int(traj.policy_version),
+        "steps": [_step_to_map(s, i) for i, s in enumerate(traj.steps)],
+        "reward": float(traj.reward),
+        "success": bool(traj.success),
+        "outcome": traj.outcome,
+        "created_at": float(traj.created_at),
+    }
+    if traj.grammar is not None:
+        m["grammar"] = str(traj.grammar)
+    return msgpack.packb(m, use_bin_type=True)
 
 
 # --- decode ---
@@ -220,6 +225,12 @@ class _Reader:
         v = self.m.get(key)
         if v is not None and not isinstance(v, str):
             raise self.wrong(key, "str or nil", v)
+        return v
+
+    def grammar(self) -> str | None:
+        v = self.optional_string("grammar")
+        if v is not None and len(v) > MAX_GRAMMAR_CHARS:
+            raise WireError("oversized", f"{self.prefix}grammar ({len(v)} characters > limit {MAX_GRAMMAR_CHARS})")
         return v
 
     def strings(self, key: str) -> list[str]:
@@ -355,8 +366,12 @@ def _fast_map(m: dict) -> Trajectory | None:
         or not (math.isfinite(reward) and math.isfinite(created))
     ):
         return None
+    grammar = m.get("grammar")
+    if grammar is not None and (type(grammar) is not str or len(grammar) > MAX_GRAMMAR_CHARS):
+        return None
     steps = _decode_steps(raw_steps)
-    return Trajectory(traj_id, task_id, group_id, actor_id, env, seed, version, steps, float(reward), success, outcome, float(created))
+    return Trajectory(traj_id, task_id, group_id, actor_id, env, seed, version, steps, float(reward), success, outcome,
+                      float(created), grammar)
 
 
 def _decode_map(m: dict) -> Trajectory:
@@ -385,6 +400,7 @@ def _decode_map(m: dict) -> Trajectory:
         success=r.boolean("success"),
         outcome=outcome,
         created_at=r.real("created_at"),
+        grammar=r.grammar(),
     )
 
 

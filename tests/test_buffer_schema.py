@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import buffer
-from buffer.schema import ERROR_CODES, SCHEMA_VERSION, WireError, decode, encode
+from buffer.schema import ERROR_CODES, MAX_GRAMMAR_CHARS, SCHEMA_VERSION, WireError, decode, encode
 from tests.trajectories import assert_same_trajectory, make_trajectory, pack, wire_map
 
 
@@ -149,6 +149,8 @@ MAP_CASES = [
         "steps[1].reward",
     ),
     ("nan_created_at", _set(["created_at"], math.nan), "nan", "created_at"),
+    ("grammar_not_str", _set(["grammar"], b"root ::= x"), "wrong_type", "grammar"),
+    ("grammar_too_long", _set(["grammar"], "x" * (MAX_GRAMMAR_CHARS + 1)), "oversized", "grammar"),
 ]
 
 
@@ -227,6 +229,19 @@ def test_oversized_is_checked_before_unpacking(rng):
     with pytest.raises(WireError) as e:
         decode(b"\xc1" * 100, max_bytes=10)
     assert e.value.code == "oversized"
+
+
+def test_grammar_is_optional_and_travels(rng):
+    traj = make_trajectory(rng)
+    plain = encode(traj)
+    assert b"grammar" not in plain and decode(plain).grammar is None  # frames as before the field
+    traj.grammar = 'root ::= "click(" [0-9] ")"\n'
+    back = decode(encode(traj))
+    assert back.grammar == traj.grammar
+    assert_same_trajectory(traj, back)
+    m = wire_map(traj)
+    m["grammar"] = "x" * MAX_GRAMMAR_CHARS  # the limit itself is fine
+    assert decode(pack(m)).grammar == m["grammar"]
 
 
 def test_unknown_keys_are_ignored(rng):

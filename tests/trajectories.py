@@ -85,7 +85,7 @@ def pack(m: object) -> bytes:
 def assert_same_trajectory(a: Trajectory, b: Trajectory) -> None:
     for name in (
         "traj_id", "task_id", "group_id", "actor_id", "env", "seed",
-        "policy_version", "reward", "success", "outcome", "created_at",
+        "policy_version", "reward", "success", "outcome", "created_at", "grammar",
     ):  # fmt: skip
         assert getattr(a, name) == getattr(b, name), name
     assert len(a.steps) == len(b.steps)
