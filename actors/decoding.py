@@ -5,9 +5,8 @@
   recompute the masked distribution (learner/masked_logprobs.py).
 - "grammar": the action language itself (actors/env/actions.action_grammar, by ref_mode) as a vLLM
   grammar constraint (EBNF) compiled by xgrammar. The step records constraint "grammar" and no allowed
-  actions. CAVEAT: the learner cannot recompute a grammar mask; it scores such steps under the
-  unmasked distribution, so its logprobs are lower than the behaviour ones (importance ratios
-  biased low) wherever the mask removed probability mass.
+  actions; the trajectory carries the EBNF text (wire field `grammar`), which the learner compiles
+  with xgrammar to score the same masked distribution (learner/grammar_mask.py).
 - "none": unconstrained.
 
 The old boolean `rollout.constrained` still works (true: choice, false: none).
@@ -47,7 +46,7 @@ class StepConstraint:
     """Per step: the engine's constraint and what the step records (constraint, allowed_actions)."""
 
     def __init__(self, mode: str, ref_mode: str = "text"):
-        self.mode = mode
+        self.mode, self.ref_mode = mode, ref_mode
         self.grammar = Grammar(action_grammar(ref_mode)) if mode == "grammar" else None
 
     def for_page(self, allowed_actions: list[str]) -> tuple[list[str] | Grammar | None, str]:

@@ -27,6 +27,7 @@ class Episode:
     task: str
     seed: int
     policy_version: int  # when the episode started; each step carries its own
+    grammar: str | None = None  # the EBNF its steps decode under (rollout.constraint=grammar)
     started_at: float = field(default_factory=time.monotonic)
     steps: list[Step] = field(default_factory=list)
     rounds: list[Round] = field(default_factory=list)
@@ -55,7 +56,7 @@ class Episode:
             traj_id=uuid.uuid4().hex, task_id=self.task, group_id=f"{self.task}:{self.seed}",
             actor_id=actor_id, env=env, seed=self.seed, policy_version=self.policy_version,
             steps=self.steps, reward=float(reward), success=bool(success), outcome=outcome,
-            created_at=time.time())
+            created_at=time.time(), grammar=self.grammar)
 
 
 def render_prompt(observation_text: str, rounds: list[Round], history: int, window: int = 0,

@@ -128,7 +128,8 @@ class RolloutLoop:
         # group_id), so the learner can compare their returns.
         seed = zlib.crc32(f"{self.seed_key}:{n // self.rollout.get('group_size', 1)}".encode())
         task = self.sampler.task(seed)
-        slot.episode = Episode(task=task, seed=seed, policy_version=self.engine.policy_version)
+        grammar = self.constraint.grammar.ebnf if self.constraint.grammar else None
+        slot.episode = Episode(task=task, seed=seed, policy_version=self.engine.policy_version, grammar=grammar)
         slot.pending = self.browser.submit(slot.env.reset(seed, task, self.sampler.steps_for(task)))
 
     def _submit(self, slot: Slot) -> None:

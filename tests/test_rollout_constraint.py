@@ -57,7 +57,11 @@ def test_steps_record_their_constraint_and_it_travels(browser, mode, allowed, co
     steps = finished[0][0].steps
     assert [(s.constraint, s.allowed_actions) for s in steps] == [(constraint, allowed)] * 2
     traj = finished[0][0].finish(actor_id="a", env="e", reward=1.0, success=True, outcome="correct")
-    assert [s.constraint for s in decode(encode(traj)).steps] == [constraint] * 2
+    back = decode(encode(traj))
+    assert [s.constraint for s in back.steps] == [constraint] * 2
+    # The grammar itself travels with the trajectory, for the learner to mask by it.
+    assert back.grammar == (loop.constraint.grammar.ebnf if mode == "grammar" else None)
+    assert mode != "grammar" or back.grammar == action_grammar(loop.constraint.ref_mode)
 
 # ---- the prompt length guard ---------------------------------------------------------------
 
