@@ -17,8 +17,8 @@ from typing import Any
 
 def episode_items(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Group items from SampleClient.sample_groups → per-turn dicts (traj_id, group_id,
-    step_index, prompt_ids, response_ids, logprobs, allowed_actions, constraint, reward, return,
-    policy_version, key, weight)."""
+    step_index, prompt_ids, response_ids, logprobs, allowed_actions, constraint, grammar, reward,
+    return, policy_version, key, weight)."""
     items = []
     for g in groups:
         for traj, keys in zip(g["trajectories"], g["keys"]):
@@ -28,7 +28,7 @@ def episode_items(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "traj_id": traj.traj_id, "group_id": g["group_id"] or traj.group_id,
                     "step_index": i, "prompt_ids": step.prompt_ids, "response_ids": step.response_ids,
                     "logprobs": step.logprobs, "allowed_actions": step.allowed_actions,
-                    "constraint": step.constraint,
+                    "constraint": step.constraint, "grammar": traj.grammar,
                     "reward": traj.reward if i == last else 0.0, "return": traj.reward,
                     "policy_version": step.policy_version, "key": int(keys[i]),
                     "weight": float(g["weight"]), "shard": g.get("shard", 0),

