@@ -228,7 +228,9 @@ class Learner:
 
     def _draw(self) -> list[dict]:
         """This rank's batch: steps, or the steps of whole episodes drawn as groups, split over
-        the shards by priority (or complete-group) mass, so the union is one prioritized sample."""
+        the shards by priority (or complete-group) mass, so the union is one prioritized sample.
+        The shards' recency and staleness gate count versions from the learner's own."""
+        self.sampler.policy_version = max(self.sampler.policy_version or 0, self.policy_version)
         if self.objective.sampling == "steps":
             return self.sampler.sample(self.pacing.draws)
         return episode_items(self.sampler.sample_groups(self.pacing.draws))
