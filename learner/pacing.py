@@ -1,4 +1,4 @@
-"""How much the learner draws from each shard, and when it must wait.
+"""How much the learner draws per step (steps, or whole groups), and when it must wait.
 
 The learner waits until the replay holds `min_replay_steps` steps (or, drawing groups, one
 complete group), and keeps the steps all ranks have drawn within `samples_per_insert` × the steps
@@ -23,13 +23,10 @@ class Pacing:
     def ready(self, shard_stats: list[dict], sampled_steps: int) -> str:
         """"go", "fill" (the replay is too small) or "rate" (the learner is ahead of the actors)."""
         size = sum(st["size_steps"] for st in shard_stats)
-        if size < self.min_replay_steps or (self.groups and not sum(self._mass(shard_stats))):
+        complete = sum(st.get("groups_complete") or 0 for st in shard_stats)
+        if size < self.min_replay_steps or (self.groups and not complete):
             return "fill"
         stored = sum(st["stored_steps"] for st in shard_stats)
         if sampled_steps + self.batch_steps > self.samples_per_insert * stored:
             return "rate"
         return "go"
-
-    def _mass(self, shard_stats: list[dict]) -> list[float]:
-        key = "groups_complete" if self.groups else "size_steps"
-        return [float(st.get(key) or 0) for st in shard_stats]
