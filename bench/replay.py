@@ -90,7 +90,7 @@ def breakdown(frames: list[tuple[str, bytes, str]], repeats: int = 3) -> dict[st
 def _breakdown_once(frames: list[tuple[str, bytes, str]]) -> dict[str, float]:
     import msgpack as _m
 
-    from buffer.schema import decode
+    from buffer.wire_decode import decode
 
     fs = [f for _, f, _ in frames[:2000]]
     out: dict[str, float] = {}

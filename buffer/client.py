@@ -32,7 +32,8 @@ import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from buffer.schema import FLOAT32, INT32, Trajectory, decode, encode
+from buffer.schema import FLOAT32, INT32, Trajectory, encode
+from buffer.wire_decode import decode
 from buffer.zmqio import NOBLOCK, recv_frames, send_frames
 
 _REQ = struct.Struct(">Q")

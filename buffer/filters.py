@@ -12,7 +12,7 @@ order on a decoded, valid trajectory:
 5. `drop_empty`: a trajectory without a single response token is filtered as "empty".
 
 Invalid frames never reach the filters: a frame with no steps, a missing field or a None where
-a value belongs is rejected by `buffer.schema.decode` with a named error (missing_field,
+a value belongs is rejected by `buffer.wire_decode.decode` with a named error (missing_field,
 wrong_type, …) and counted under `rejected`.
 
 Not guaranteed:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from buffer.meters import RateMeter
-from buffer.schema import decode
+from buffer.wire_decode import decode
 
 if TYPE_CHECKING:
     from buffer.shard import ReplayShard

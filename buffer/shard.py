@@ -35,8 +35,9 @@ from buffer.persistence import Durability
 from buffer.recency import Recency
 from buffer.restore import restore, snapshot_header
 from buffer.sampler import PrioritizedSampler
-from buffer.schema import Trajectory, WireError, decode, encode
+from buffer.schema import Trajectory, WireError, encode
 from buffer.storage import TrajectoryStore
+from buffer.wire_decode import decode
 
 STALE = "stale"
 

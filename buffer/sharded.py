@@ -36,7 +36,8 @@ from typing import Any, Self
 import numpy as np
 
 from buffer.client import InsertClient, SampleClient, _decode_group, _decode_item
-from buffer.schema import Trajectory, decode
+from buffer.schema import Trajectory
+from buffer.wire_decode import decode
 
 
 def shard_for(key: str, n_shards: int) -> int:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import buffer
-from buffer.schema import ERROR_CODES, MAX_GRAMMAR_CHARS, SCHEMA_VERSION, WireError, decode, encode
+from buffer.schema import ERROR_CODES, MAX_GRAMMAR_CHARS, SCHEMA_VERSION, WireError, encode
+from buffer.wire_decode import decode
 from tests.trajectories import assert_same_trajectory, make_trajectory, pack, wire_map
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from buffer.config import ReplayConfig
-from buffer.schema import WireError, decode, encode
+from buffer.schema import WireError, encode
 from buffer.shard import ReplayShard
+from buffer.wire_decode import decode
 from tests.trajectories import make_trajectory, pack, wire_map
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from buffer.client import SampleClient
-from buffer.schema import decode, encode
+from buffer.schema import encode
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard
+from buffer.wire_decode import decode
 from tests.trajectories import chi_square, make_trajectory
 
 

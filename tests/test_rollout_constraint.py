@@ -7,7 +7,8 @@ import pytest
 from actors.decoding import Grammar, StepConstraint, constraint_mode
 from actors.env.actions import action_grammar
 from actors.episode import Round, fit_prompt, render_prompt
-from buffer.schema import decode, encode
+from buffer.schema import encode
+from buffer.wire_decode import decode
 from tests.test_rollout_loop import ScriptedSlot, browser, make_loop, tick_until  # noqa: F401
 
 # ---- the config key ------------------------------------------------------------------------
