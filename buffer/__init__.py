@@ -9,7 +9,8 @@ composition), protocol + server (ShardServer), zmqio (multipart I/O on the hot p
 (InsertClient, SampleClient), sharded (clients over S shards, routing by group), service
 (ShardActor for Ray); `python -m buffer` runs a standalone shard process.
 
-Importing `buffer` loads only the schema and its decoder (numpy, msgpack); import the modules for the rest.
+Importing `buffer` loads only the schema and its decoder (numpy, msgpack, msgspec); import the modules for
+the rest.
 Never imports torch.
 """
 

@@ -1,11 +1,16 @@
 """The gate every frame from the network goes through: `decode` returns a fully validated
 `Trajectory` (buffer/schema.py) or raises `WireError(code, detail)` naming the field.
 
-A fast path takes frames whose every field already has its exact expected type and shape (what
-`encode` writes); anything else goes through the field-by-field reader, which names what is wrong.
+Two paths: msgspec reads a well-formed frame into typed structs in C (the hot path: every
+insert), then the value checks msgspec does not make follow (finite floats, array lengths, the
+schema version, the outcome); a frame that fails any of that goes through the careful
+field-by-field reader, which names what is wrong (msgspec's own messages are not the wire's
+error codes). Both refuse the same frames, with one exception below.
 
-Not guaranteed: arrays in the returned Trajectory are read-only views of the frame's bytes (copy
-them to keep them past the frame); unknown keys are ignored.
+Not guaranteed:
+- Arrays in the returned Trajectory are read-only.
+- Unknown keys are ignored, and the fast path skips their values unread: a string there that is
+  not valid UTF-8 passes (the careful path, reading the whole map, would say bad_msgpack).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import math
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 
 from buffer.schema import (
@@ -28,6 +34,101 @@ from buffer.schema import (
     WireError,
     bytes_to_array,
 )
+
+# --- the fast path ---
+
+
+class _WireStep(msgspec.Struct, gc=False):
+    observation: str
+    prompt_ids: bytes
+    response_ids: bytes
+    logprobs: bytes
+    action: str
+    allowed_actions: list[str]
+    reward: float
+    done: bool
+    policy_version: int
+    screenshot_hash: str | None = None
+    constraint: str | None = None
+
+
+class _WireTrajectory(msgspec.Struct, gc=False):
+    schema: int
+    traj_id: str
+    task_id: str
+    group_id: str
+    actor_id: str
+    env: str
+    seed: int
+    policy_version: int
+    steps: list[_WireStep]
+    reward: float
+    success: bool
+    outcome: str
+    created_at: float
+    grammar: str | None = None
+
+
+_wire_decoder = msgspec.msgpack.Decoder(_WireTrajectory)
+# What msgspec raises on a frame it will not read (OverflowError: an int beyond 64 bits).
+_FAST_PATH_MISSES = (msgspec.DecodeError, OverflowError, ValueError, RecursionError)
+
+
+def _fast_decode(frame: bytes) -> Trajectory | None:
+    """The frame as a Trajectory when it is valid, else None (the careful path names why)."""
+    try:
+        w = _wire_decoder.decode(frame)
+    except _FAST_PATH_MISSES:
+        return None
+    wire_steps = w.steps
+    if (
+        w.schema != SCHEMA_VERSION
+        or not wire_steps
+        or w.outcome not in OUTCOMES
+        or not (math.isfinite(w.reward) and math.isfinite(w.created_at))
+        or (w.grammar is not None and len(w.grammar) > MAX_GRAMMAR_CHARS)
+    ):
+        return None
+    steps = []
+    for s in wire_steps:
+        p, r, lp = s.prompt_ids, s.response_ids, s.logprobs
+        if len(p) % 4 or len(r) % 4 or len(lp) != len(r) or not math.isfinite(s.reward):
+            return None
+        steps.append(
+            Step(
+                s.observation,
+                np.frombuffer(p, INT32),
+                np.frombuffer(r, INT32),
+                np.frombuffer(lp, FLOAT32),
+                s.action,
+                s.allowed_actions,
+                s.reward,
+                s.done,
+                s.policy_version,
+                s.screenshot_hash,
+                s.constraint,
+            )
+        )
+    if not np.isfinite(np.frombuffer(b"".join(s.logprobs for s in wire_steps), FLOAT32)).all():
+        return None
+    return Trajectory(
+        w.traj_id,
+        w.task_id,
+        w.group_id,
+        w.actor_id,
+        w.env,
+        w.seed,
+        w.policy_version,
+        steps,
+        w.reward,
+        w.success,
+        w.outcome,
+        w.created_at,
+        w.grammar,
+    )
+
+
+# --- the careful path ---
 
 
 class _Reader:
@@ -127,105 +228,6 @@ def _decode_step(raw: Any, i: int) -> Step:
     return step
 
 
-def _fast_step(raw: Any) -> Step | None:
-    """The common case, a valid step, checked with as few calls as possible; None when anything
-    is off (the caller then runs `_decode_step`, which names the error). Logprob finiteness is
-    checked once per trajectory by the caller."""
-    if type(raw) is not dict:
-        return None
-    try:
-        obs, act, allowed = raw["observation"], raw["action"], raw["allowed_actions"]
-        p, r, lp = raw["prompt_ids"], raw["response_ids"], raw["logprobs"]
-        reward, done, version = raw["reward"], raw["done"], raw["policy_version"]
-    except KeyError:
-        return None
-    shot, constraint = raw.get("screenshot_hash"), raw.get("constraint")
-    if (
-        type(obs) is not str
-        or type(act) is not str
-        or type(p) is not bytes
-        or type(r) is not bytes
-        or type(lp) is not bytes
-        or len(p) % 4
-        or len(r) % 4
-        or len(lp) != len(r)
-        or type(done) is not bool
-        or type(version) is not int
-        or type(allowed) is not list
-        or (shot is not None and type(shot) is not str)
-        or (constraint is not None and type(constraint) is not str)
-    ):
-        return None
-    for a in allowed:
-        if type(a) is not str:
-            return None
-    if type(reward) is int:
-        reward = float(reward)
-    elif type(reward) is not float or not math.isfinite(reward):
-        return None
-    return Step(
-        obs,
-        np.frombuffer(p, INT32),
-        np.frombuffer(r, INT32),
-        np.frombuffer(lp, FLOAT32),
-        act,
-        allowed,
-        reward,
-        done,
-        version,
-        shot,
-        constraint,
-    )
-
-
-def _decode_steps(raw_steps: list) -> list[Step]:
-    steps = []
-    for raw in raw_steps:
-        step = _fast_step(raw)
-        if step is None:
-            break
-        steps.append(step)
-    else:
-        lp = b"".join(raw["logprobs"] for raw in raw_steps)
-        if np.isfinite(np.frombuffer(lp, FLOAT32)).all():
-            return steps
-    # Something is wrong somewhere: the careful path finds it and names it.
-    return [_decode_step(s, i) for i, s in enumerate(raw_steps)]
-
-
-_TOP_STR = ("traj_id", "task_id", "group_id", "actor_id", "env", "outcome")
-
-
-def _fast_map(m: dict) -> Trajectory | None:
-    """A valid trajectory with as few calls as possible; None if anything is off (`_decode_map` names it)."""
-    try:
-        schema, raw_steps = m["schema"], m["steps"]
-        traj_id, task_id, group_id, actor_id, env, outcome = (m[k] for k in _TOP_STR)
-        seed, version, reward, success, created = m["seed"], m["policy_version"], m["reward"], m["success"], m["created_at"]
-    except KeyError:
-        return None
-    if (
-        type(schema) is not int
-        or schema != SCHEMA_VERSION
-        or type(raw_steps) is not list
-        or not raw_steps
-        or {type(traj_id), type(task_id), type(group_id), type(actor_id), type(env)} != {str}
-        or outcome not in OUTCOMES
-        or {type(seed), type(version)} != {int}
-        or type(success) is not bool
-        or type(reward) not in (int, float)
-        or type(created) not in (int, float)
-        or not (math.isfinite(reward) and math.isfinite(created))
-    ):
-        return None
-    grammar = m.get("grammar")
-    if grammar is not None and (type(grammar) is not str or len(grammar) > MAX_GRAMMAR_CHARS):
-        return None
-    steps = _decode_steps(raw_steps)
-    return Trajectory(traj_id, task_id, group_id, actor_id, env, seed, version, steps, float(reward), success, outcome,
-                      float(created), grammar)
-
-
 def _decode_map(m: dict) -> Trajectory:
     r = _Reader(m)
     schema = r.get("schema")
@@ -247,7 +249,7 @@ def _decode_map(m: dict) -> Trajectory:
         env=r.string("env"),
         seed=r.integer("seed"),
         policy_version=r.integer("policy_version"),
-        steps=_decode_steps(raw_steps),
+        steps=[_decode_step(s, i) for i, s in enumerate(raw_steps)],
         reward=r.real("reward"),
         success=r.boolean("success"),
         outcome=outcome,
@@ -260,6 +262,9 @@ def decode(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Trajectory
     """One msgpack frame -> validated Trajectory, or WireError. The size is checked first."""
     if len(frame) > max_bytes:
         raise WireError("oversized", f"frame ({len(frame)} bytes > limit {max_bytes})")
+    traj = _fast_decode(frame)
+    if traj is not None:
+        return traj
     try:
         m = msgpack.unpackb(frame, raw=False, use_list=True)
     except (ValueError, TypeError, msgpack.UnpackException) as err:
@@ -268,7 +273,7 @@ def decode(frame: bytes, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Trajectory
         raise WireError("not_a_map", f"frame (top level is {type(m).__name__})")
     traj_id = m.get("traj_id")
     try:
-        return _fast_map(m) or _decode_map(m)
+        return _decode_map(m)
     except WireError as err:
         err.traj_id = traj_id if isinstance(traj_id, str) else None
         raise
