@@ -10,6 +10,10 @@ from learner.weight_group import host_store, open_weight_group
 from learner.weight_receiver import WeightReceiver
 from learner.weight_sender import WeightSender
 
+# Rendezvous waits for the spawned receiver to import torch, which on a loaded 2-core machine
+# took longer than 30 s (the test then failed intermittently); a hang still fails, later.
+_TIMEOUT_S = 180
+
 
 def params():
     g = torch.Generator().manual_seed(0)
@@ -58,23 +62,23 @@ def test_unpack_checks_size():
 
 
 def _receive(port, layout, version, out):
-    group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", 30)
+    group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", _TIMEOUT_S)
     named = WeightReceiver(group).receive(layout, version)
     out.put({n: t.clone() for n, t in named})
 
 
 def test_gloo_broadcast_between_processes():
     p = params()
-    store = host_store("127.0.0.1", 2, 30)
+    store = host_store("127.0.0.1", 2, _TIMEOUT_S)
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     sender_layout = build_layout([(n, tuple(t.shape), t.dtype) for n, t in p.items()])
     proc = ctx.Process(target=_receive, args=(store.port, sender_layout, 7, out))
     proc.start()
-    group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", 30, store=store)
+    group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", _TIMEOUT_S, store=store)
     sender = WeightSender(group, p, bucket_bytes=256 << 20)
     sent = sender.send(p, version=7)
-    got = out.get(timeout=60)
+    got = out.get(timeout=_TIMEOUT_S)
     proc.join(timeout=30)
     assert proc.exitcode == 0
     assert sent == sum(t.numel() * t.element_size() for t in p.values())
@@ -84,7 +88,7 @@ def test_gloo_broadcast_between_processes():
 
 
 def _stream_fail_then_receive(port, layout, out):
-    group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", 30)
+    group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", _TIMEOUT_S)
     receiver = WeightReceiver(group)
     try:
         with receiver.stream(layout, 1) as named:
@@ -98,18 +102,18 @@ def _stream_fail_then_receive(port, layout, out):
 
 def test_a_failed_streamed_load_still_drains_the_sync():
     p = params()
-    store = host_store("127.0.0.1", 2, 30)
+    store = host_store("127.0.0.1", 2, _TIMEOUT_S)
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     layout = build_layout([(n, tuple(t.shape), t.dtype) for n, t in p.items()], bucket_bytes=64)
     proc = ctx.Process(target=_stream_fail_then_receive, args=(store.port, layout, out))
     proc.start()
-    group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", 30, store=store)
+    group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", _TIMEOUT_S, store=store)
     sender = WeightSender(group, p, bucket_bytes=64)
     sender.send(p, version=1)
     second = {n: t * 2 for n, t in p.items()}
     sender.send(second, version=2)
-    got = out.get(timeout=60)
+    got = out.get(timeout=_TIMEOUT_S)
     proc.join(timeout=30)
     assert proc.exitcode == 0
     for name in p:
