@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from actors.chat_prompt import ChatPrompt
 from actors.decoding import Grammar, structured_outputs
+from actors.lora_adapter import AdapterRequests
 
 Constraint = list[str] | Grammar | None
 
@@ -69,9 +70,7 @@ class VLLMEngine:
         self._ids = itertools.count()
         self._in_flight: set[str] = set()
         self._finished: list[tuple[str, Generation]] = []  # finished during a generate()
-        self.enable_lora = enable_lora
-        self.lora_request = None  # the adapter every request is served with (LoRA policies)
-        self._lora_ids = itertools.count(1)
+        self.adapters = AdapterRequests(enable_lora)  # what every request is served with (LoRA policies)
 
     def chat_prompt_ids(self, user_text: str) -> list[int]:
         return self.chat.ids(user_text)
@@ -99,7 +98,7 @@ class VLLMEngine:
         params.output_kind = RequestOutputKind.FINAL_ONLY
         rid = f"fw-{next(self._ids)}"  # outputs carry this id (vLLM's internal one differs)
         self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(prompt_ids)}, params,
-                                        lora_request=self.lora_request)
+                                        lora_request=self.adapters.current)
         self._in_flight.add(rid)
         return rid
 
@@ -149,18 +148,13 @@ class VLLMEngine:
     def load_adapter(self, path: str, version: int) -> None:
         """Serve every later request with the PEFT adapter in `path` as policy `version`.
         Raises EngineBusy while requests are in flight, as load_weights does."""
-        from vllm.lora.request import LoRARequest
-
-        if not self.enable_lora:
-            raise RuntimeError("a LoRA adapter was sent to an engine started without engine.enable_lora")
         if self._in_flight:
             raise EngineBusy(f"{len(self._in_flight)} requests in flight")
-        lora_id = next(self._lora_ids)
-        request = LoRARequest(f"policy-v{version}-{lora_id}", lora_id, str(path))
+        request = self.adapters.next(path, version)
         self.llm.llm_engine.add_lora(request)  # loaded now, so a bad adapter fails here
-        if self.lora_request is not None:
-            self.llm.llm_engine.remove_lora(self.lora_request.lora_int_id)
-        self.lora_request = request
+        old = self.adapters.swap(request)
+        if old is not None:
+            self.llm.llm_engine.remove_lora(old)
         self.llm.reset_prefix_cache()
         self.policy_version = version
 

@@ -4,11 +4,13 @@ vLLM loads a LoRA adapter from a directory (`adapter_model.safetensors` + `adapt
 the layout peft's save_pretrained writes), so each received version is written as one:
 `<root>/v00000042/`. A directory appears whole (written under a temporary name, then renamed).
 Only the newest `keep` are kept on disk: the engine has read an adapter into memory by the time
-a newer one is written.
+a newer one is written. `AdapterRequests` is what both engines (actors/engine.py,
+actors/engine_gpu.py) serve the newest adapter with.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -42,3 +44,30 @@ class AdapterDirs:
         for old in sorted(p for p in self.root.glob("v*") if p.is_dir())[:-self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+class AdapterRequests:
+    """The LoRA request an engine serves every request with, one per adapter version.
+
+    Each version gets a new adapter id: vLLM caches adapters by id, so reusing one would keep
+    serving the old weights. The engine adds the new adapter, then removes the previous one.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.current = None  # the vllm LoRARequest now served, None before the first adapter
+        self._ids = itertools.count(1)
+
+    def next(self, path: str, version: int):
+        """The request for the adapter in `path` as policy `version` (not yet current)."""
+        from vllm.lora.request import LoRARequest
+
+        if not self.enabled:
+            raise RuntimeError("a LoRA adapter was sent to an engine started without engine.enable_lora")
+        lora_id = next(self._ids)
+        return LoRARequest(f"policy-v{version}-{lora_id}", lora_id, str(path))
+
+    def swap(self, request) -> int | None:
+        """Make `request` current; returns the id of the one it replaces (to remove), if any."""
+        old, self.current = self.current, request
+        return old.lora_int_id if old is not None else None

@@ -146,3 +146,36 @@ def test_gpu_weights_over_the_weight_transfer_engine(gpu_engine, model_path):
     prompt = gpu_engine.chat_prompt_ids(PROMPT)
     gen = gpu_engine.generate([prompt], [None], temperature=1.0, max_tokens=8)[0]
     assert gen.logprobs == pytest.approx(hf_logprobs(hf.cpu(), prompt, gen.token_ids), abs=1e-3)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_engine_serves_a_lora_adapter_as_the_merged_model(model_path, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from actors.engine import make_engine
+
+    torch.manual_seed(0)
+    policy = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
+                            LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:  # peft starts lora_B at zero: an adapter that does nothing
+                p.normal_(0.0, 0.3)
+    policy.save_pretrained(tmp_path / "adapter")
+    engine = make_engine(model_path, backend="gpu", dtype="float32", max_model_len=1024, enforce_eager=True,
+                         gpu_memory_utilization=0.2, enable_lora=True, max_lora_rank=16)
+    try:
+        prompt = engine.chat_prompt_ids(PROMPT)
+        bare = engine.generate([prompt], [None], temperature=0.0, max_tokens=12)[0].token_ids
+        engine.load_adapter(str(tmp_path / "adapter"), version=3)
+        served = engine.generate([prompt], [None], temperature=0.0, max_tokens=12)[0].token_ids
+    finally:
+        engine.close()
+    merged = policy.merge_and_unload().eval()
+    with torch.no_grad():
+        out = merged.generate(torch.tensor([prompt]), max_new_tokens=len(served), do_sample=False,
+                              pad_token_id=engine.tokenizer.pad_token_id)
+    assert engine.policy_version == 3
+    assert served == out[0, len(prompt):].tolist()
+    assert served != bare  # the adapter changed what is served
