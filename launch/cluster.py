@@ -1,8 +1,10 @@
 """Start (or join) a Ray cluster and run the Flywheel loop: `python launch/cluster.py +exp=webgym`.
 
 Wiring order: the model (built on first use), replay shards, the learner, rollout actors, then
-the weight-plane group joining learner rank 0 and every engine. Each long-lived process is a
-named Ray actor in the `flywheel` namespace, so the dashboard shows the whole system.
+the weight-plane group joining learner rank 0 and every engine (GPU engines instead join vLLM's
+weight-transfer group, which the learner opens at its first sync; learner ranks on NCCL and GPU
+engines ask Ray for their GPUs: 1 per rank, tensor_parallel_size per actor). Each long-lived
+process is a named Ray actor in the `flywheel` namespace, so the dashboard shows the whole system.
 `run.max_minutes` ends the run by itself: learner first (no broadcast in flight), then actors
 (browsers closed), then shards, then Ray.
 """
@@ -63,7 +65,11 @@ def check_lora(cfg: DictConfig) -> None:
         return
     if not cfg.engine.get("enable_lora"):
         raise ValueError("learner.lora.enabled is true but engine.enable_lora is not: the engines could not "
-                         "serve the adapter (set engine.enable_lora=true; the vllm_cpu engine supports it)")
+                         "serve the adapter (set engine.enable_lora=true)")
+    if cfg.engine.get("backend") == "gpu":
+        raise ValueError("learner.lora.enabled with engine.backend=gpu: the GPU engines serve adapters, but the "
+                         "learner does not sync adapters to them yet (only full weights over vLLM's "
+                         "weight-transfer engine); use engine=vllm_cpu or learner.lora.enabled=false")
     if int(lora.r) > int(cfg.engine.max_lora_rank):
         raise ValueError(f"learner.lora.r={lora.r} is greater than engine.max_lora_rank={cfg.engine.max_lora_rank}: "
                          "vLLM would refuse the adapter (raise engine.max_lora_rank to one of 8, 16, 32, 64, ...)")
@@ -147,20 +153,28 @@ def build(cfg: DictConfig, run_dir: str) -> System:
               "snapshot": {**container(cfg.snapshot), "dir": os.path.join(run_dir, "snapshots")},
               "resume_from": resume_from, "seed": cfg.seed,
               "master": (host, deepspeed_setup.free_port(host)), "group_size": cfg.buffer.group_size or 1}
+    gpu_engines = cfg.engine.backend == "gpu"
+    learner_gpus = 1 if cfg.learner.backend == "nccl" else 0
+    actor_gpus = cfg.engine.tensor_parallel_size if gpu_engines else 0
     learners = [  # created together: their constructors meet in DeepSpeed's process group
-        ray.remote(Learner).options(name=f"learner-{r}", num_cpus=cpus.learner, max_concurrency=4).remote(
+        ray.remote(Learner).options(name=f"learner-{r}", num_cpus=cpus.learner, num_gpus=learner_gpus,
+                                    max_concurrency=4).remote(
             path, addresses, shard_names, rank=r, **kwargs)
         for r in range(cfg.learner.world_size)
     ]
     learner = learners[0]
 
     actors = [
-        ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, max_concurrency=4).remote(
+        ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, num_gpus=actor_gpus,
+                                         max_concurrency=4).remote(
             f"actor-{i}", path, addresses, engine=container(cfg.engine), env=container(cfg.env),
             rollout=container(cfg.rollout), reward=container(cfg.reward), seed=cfg.seed + i,
             first_episode=first_episodes.get(f"actor-{i}", 0))
         for i in range(cfg.rollout.actors)
     ]
+    if gpu_engines:  # weights over vLLM's weight-transfer engine, opened at the first sync
+        ray.get(learner.attach_actors.remote(actors, [cfg.engine.tensor_parallel_size] * len(actors), host))
+        return System(shards, learners, actors, run_dir)
     world = 1 + len(actors)
     port = ray.get(learner.host_weight_group.remote(host, world))
     joins = [learner.join_weight_group.remote(host, world)]

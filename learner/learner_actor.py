@@ -13,7 +13,9 @@ Every `sync_every` steps rank 0 bumps the policy version and broadcasts the weig
 value head) over the weight-plane group; the control side (the actors' `update_weights` Ray
 calls) has a timeout. Under ZeRO-3 every rank gathers the parameters for the broadcast. With
 `lora.enabled` the policy is wrapped with peft before DeepSpeed sees it (only the adapter
-trains) and the sync is learner/lora_sender.py's: the base once, then only the adapter.
+trains) and the sync is learner/lora_sender.py's: the base once, then only the adapter. Actors
+whose engines run on GPUs (`attach_actors(..., engine_ranks=...)`) take full weights over vLLM's
+weight-transfer engine instead (learner/vllm_weight_sync.py).
 
 Snapshots (learner/snapshot.py) every `snapshot.every` steps and when stopped. With
 `resume_from` every rank restores its DeepSpeed state and RNG streams; rank 0 also the step,
@@ -45,6 +47,7 @@ from learner.lora import lora_settings, wrap_lora
 from learner.lora_sender import LoraSender
 from learner.pacing import Pacing
 from learner.snapshot import load_snapshot, save_snapshot
+from learner.vllm_weight_sync import VLLMWeightSync
 from learner.weight_group import host_store, open_weight_group
 from learner.weight_sender import WeightSender
 
@@ -83,7 +86,8 @@ class Learner:
         self.sampler.rng = self.rng  # one stream for the cross-shard split: snapshots restore it
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
         self.actors: list = []
-        self.sender: WeightSender | LoraSender | None = None
+        self.sender: WeightSender | LoraSender | VLLMWeightSync | None = None
+        self._gpu_engines: tuple[list[int], str] | None = None  # (workers per engine, host)
         self._group = self._store = None
 
         self.step = 0
@@ -111,8 +115,12 @@ class Learner:
         self._group = open_weight_group(host, self._store.port, 0, world_size, self.weights_cfg["backend"],
                                         self.weights_cfg["timeout_s"], store=self._store)
 
-    def attach_actors(self, actors: list) -> None:
+    def attach_actors(self, actors: list, engine_ranks: list[int] | None = None, host: str | None = None) -> None:
+        """The actors to sync. `engine_ranks` (workers per actor's engine) marks GPU engines,
+        synced over vLLM's weight-transfer engine from `host` instead of the weight group."""
         self.actors = list(actors)
+        if engine_ranks is not None:
+            self._gpu_engines = (list(engine_ranks), host)
 
     def _policy(self) -> torch.nn.Module:
         """The module the actors serve: the LM without PPO's value head."""
@@ -139,7 +147,13 @@ class Learner:
         version = self.policy_version + 1
         t0 = time.perf_counter()
         with self._gathered():
-            if self.rank == 0 and self.actors and self.lora is not None:
+            if self.rank == 0 and self.actors and self._gpu_engines is not None:
+                if self.sender is None:
+                    engine_ranks, host = self._gpu_engines
+                    self.sender = VLLMWeightSync(self._policy(), self.actors, engine_ranks, host,
+                                                 self.weights_cfg["timeout_s"])
+                self._last["sync_bytes"] = self.sender.sync(version)
+            elif self.rank == 0 and self.actors and self.lora is not None:
                 if self.sender is None:
                     self.sender = LoraSender(self._group, self._policy(), self.weights_cfg["bucket_mb"] << 20,
                                              self.weights_cfg["timeout_s"])
@@ -169,6 +183,8 @@ class Learner:
         if self._thread is not None:
             self._thread.join(timeout=300)
         self.sampler.close()
+        if isinstance(self.sender, VLLMWeightSync):
+            self.sender.close()  # its NCCL group
         return self.stats()
 
     def save_snapshot(self) -> str:

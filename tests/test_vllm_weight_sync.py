@@ -1,0 +1,103 @@
+"""The learner's side of vLLM's weight-transfer engine (GPU engines): group ranks per engine,
+the LoRA refusal, and (marked gpu) a full sync from the learner into two real AsyncLLM engines
+hosted by Ray actors, checked against the HF model's logprobs."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from learner.vllm_weight_sync import RolloutActorsClient, rank_offsets
+
+PROMPT = 'Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "Cancel"'
+
+
+def test_each_engine_gets_its_own_group_ranks_after_the_learner():
+    assert rank_offsets([1]) == [1]
+    assert rank_offsets([1, 1, 1]) == [1, 2, 3]
+    assert rank_offsets([2, 4, 1]) == [1, 3, 7]  # tensor-parallel engines take one rank per worker
+
+
+def test_client_needs_one_rank_count_per_actor():
+    with pytest.raises(ValueError, match="2 actors but 1 engine rank counts"):
+        RolloutActorsClient([object(), object()], [1], timeout_s=1)
+
+
+def test_lora_with_gpu_engines_is_refused_before_starting():
+    from launch.cluster import check_lora
+
+    cfg = {"learner": {"lora": {"enabled": True, "r": 16}},
+           "engine": {"backend": "gpu", "enable_lora": True, "max_lora_rank": 16}}
+    with pytest.raises(ValueError, match="engine.backend=gpu"):
+        check_lora(OmegaConf.create(cfg))
+
+
+# ---- GPU: learner (this process, cuda:0) -> two engines (Ray actors, one GPU each) -------------
+
+
+class EngineHost:
+    """A Ray actor holding one GPU engine, with the rollout actor's four transfer_* calls."""
+
+    def __init__(self, model_path: str):
+        from actors.engine import make_engine
+
+        self.engine = make_engine(model_path, backend="gpu", dtype="float32", max_model_len=1024,
+                                  enforce_eager=True, gpu_memory_utilization=0.3)
+
+    def transfer_init(self, init_info: dict) -> None:
+        self.engine.init_weight_transfer(init_info)
+
+    def transfer_start(self) -> None:
+        self.engine.start_weight_update()
+
+    def transfer_update(self, update_info: dict) -> None:
+        self.engine.update_weights(update_info)
+
+    def transfer_finish(self, version: int) -> int:
+        self.engine.finish_weight_update(version)
+        return version
+
+    def logprobs(self, prompt_text: str) -> tuple[list[int], list[int], list[float]]:
+        prompt = self.engine.chat_prompt_ids(prompt_text)
+        gen = self.engine.generate([prompt], [None], temperature=1.0, max_tokens=8)[0]
+        return prompt, gen.token_ids, gen.logprobs
+
+    def version(self) -> int:
+        return self.engine.policy_version
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 3, reason="needs 3 GPUs (the learner and two engines)")
+def test_sync_reaches_two_gpu_engines_over_the_weight_transfer_engine(tmp_path):
+    import ray
+    from transformers import AutoModelForCausalLM
+
+    from learner.tiny_model import TinyModelSpec, build_tiny_model
+    from learner.vllm_weight_sync import VLLMWeightSync
+
+    model_path = str(build_tiny_model(TinyModelSpec(), tmp_path / "model"))
+    ray.init(num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
+    try:
+        hosts = [ray.remote(EngineHost).options(num_gpus=1, max_concurrency=4).remote(model_path) for _ in range(2)]
+        ray.get([h.version.remote() for h in hosts])
+        torch.manual_seed(1)
+        policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).cuda()
+        with torch.no_grad():
+            for p in policy.parameters():  # far from the file the engines loaded
+                p.add_(torch.randn_like(p) * 0.5)
+        sync = VLLMWeightSync(policy, hosts, [1, 1], "127.0.0.1", timeout_s=300)
+        assert sync.sync(version=1) == sum(p.numel() * 4 for p in policy.parameters())
+        assert ray.get([h.version.remote() for h in hosts]) == [1, 1]
+        cpu_policy = policy.cpu()
+        for prompt, ids, lps in ray.get([h.logprobs.remote(PROMPT) for h in hosts]):
+            x = torch.tensor([prompt + ids])
+            with torch.no_grad():
+                lp = torch.log_softmax(cpu_policy(x).logits[0].float(), -1)
+            want = [float(lp[len(prompt) - 1 + i, t]) for i, t in enumerate(ids)]
+            assert lps == pytest.approx(want, abs=1e-3)
+        sync.close()
+        ray.get([h.close.remote() for h in hosts])
+    finally:
+        ray.shutdown()
