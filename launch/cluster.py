@@ -66,10 +66,6 @@ def check_lora(cfg: DictConfig) -> None:
     if not cfg.engine.get("enable_lora"):
         raise ValueError("learner.lora.enabled is true but engine.enable_lora is not: the engines could not "
                          "serve the adapter (set engine.enable_lora=true)")
-    if cfg.engine.get("backend") == "gpu":
-        raise ValueError("learner.lora.enabled with engine.backend=gpu: the GPU engines serve adapters, but the "
-                         "learner does not sync adapters to them yet (only full weights over vLLM's "
-                         "weight-transfer engine); use engine=vllm_cpu or learner.lora.enabled=false")
     if int(lora.r) > int(cfg.engine.max_lora_rank):
         raise ValueError(f"learner.lora.r={lora.r} is greater than engine.max_lora_rank={cfg.engine.max_lora_rank}: "
                          "vLLM would refuse the adapter (raise engine.max_lora_rank to one of 8, 16, 32, 64, ...)")
@@ -172,16 +168,19 @@ def build(cfg: DictConfig, run_dir: str) -> System:
             first_episode=first_episodes.get(f"actor-{i}", 0))
         for i in range(cfg.rollout.actors)
     ]
-    if gpu_engines:  # weights over vLLM's weight-transfer engine, opened at the first sync
+    lora = bool(cfg.learner.get("lora") and cfg.learner.lora.get("enabled"))
+    if not gpu_engines or lora:  # GPU engines take LoRA adapters over it: small, so gloo
+        backend = "gloo" if gpu_engines else cfg.weights.backend
+        world = 1 + len(actors)
+        port = ray.get(learner.host_weight_group.remote(host, world))
+        joins = [learner.join_weight_group.remote(host, world, backend)]
+        joins += [a.join_weight_group.remote(host, port, i + 1, world, backend, cfg.weights.timeout_s)
+                  for i, a in enumerate(actors)]
+        ray.get(joins)
+    if gpu_engines:  # full weights over vLLM's weight-transfer engine, opened at the first sync
         ray.get(learner.attach_actors.remote(actors, [cfg.engine.tensor_parallel_size] * len(actors), host))
-        return System(shards, learners, actors, run_dir)
-    world = 1 + len(actors)
-    port = ray.get(learner.host_weight_group.remote(host, world))
-    joins = [learner.join_weight_group.remote(host, world)]
-    joins += [a.join_weight_group.remote(host, port, i + 1, world, cfg.weights.backend, cfg.weights.timeout_s)
-              for i, a in enumerate(actors)]
-    ray.get(joins)
-    ray.get(learner.attach_actors.remote(actors))
+    else:
+        ray.get(learner.attach_actors.remote(actors))
     return System(shards, learners, actors, run_dir)
 
 

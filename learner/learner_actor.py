@@ -15,7 +15,8 @@ calls) has a timeout. Under ZeRO-3 every rank gathers the parameters for the bro
 `lora.enabled` the policy is wrapped with peft before DeepSpeed sees it (only the adapter
 trains) and the sync is learner/lora_sender.py's: the base once, then only the adapter. Actors
 whose engines run on GPUs (`attach_actors(..., engine_ranks=...)`) take full weights over vLLM's
-weight-transfer engine instead (learner/vllm_weight_sync.py).
+weight-transfer engine instead (learner/vllm_weight_sync.py); a LoRA policy's base too, once,
+while its adapters still travel over the weight group.
 
 Snapshots (learner/snapshot.py) every `snapshot.every` steps and when stopped. With
 `resume_from` every rank restores its DeepSpeed state and RNG streams; rank 0 also the step,
@@ -43,7 +44,7 @@ from buffer.sharded import ShardedSampleClient
 from learner import deepspeed_setup
 from learner.algorithms import make_objective
 from learner.episode_items import episode_items
-from learner.lora import lora_settings, wrap_lora
+from learner.lora import base_tensors, lora_settings, wrap_lora
 from learner.lora_sender import LoraSender
 from learner.pacing import Pacing
 from learner.snapshot import load_snapshot, save_snapshot
@@ -111,8 +112,8 @@ class Learner:
         self._store = host_store(host, world_size, self.weights_cfg["timeout_s"])
         return self._store.port
 
-    def join_weight_group(self, host: str, world_size: int) -> None:
-        self._group = open_weight_group(host, self._store.port, 0, world_size, self.weights_cfg["backend"],
+    def join_weight_group(self, host: str, world_size: int, backend: str | None = None) -> None:
+        self._group = open_weight_group(host, self._store.port, 0, world_size, backend or self.weights_cfg["backend"],
                                         self.weights_cfg["timeout_s"], store=self._store)
 
     def attach_actors(self, actors: list, engine_ranks: list[int] | None = None, host: str | None = None) -> None:
@@ -141,23 +142,27 @@ class Learner:
         with deepspeed.zero.GatheredParameters(list(self._policy().parameters()), modifier_rank=None):
             yield
 
+    def _gpu_sync(self, named) -> VLLMWeightSync:
+        engine_ranks, host = self._gpu_engines
+        return VLLMWeightSync(named, self.actors, engine_ranks, host, self.weights_cfg["timeout_s"])
+
     def sync_weights(self) -> int:
         """Broadcast the current weights as a new policy version to every attached actor.
         Collective over the learner ranks under ZeRO-3 (call it on every rank)."""
         version = self.policy_version + 1
         t0 = time.perf_counter()
         with self._gathered():
-            if self.rank == 0 and self.actors and self._gpu_engines is not None:
+            if self.rank == 0 and self.actors and self.lora is not None:
                 if self.sender is None:
-                    engine_ranks, host = self._gpu_engines
-                    self.sender = VLLMWeightSync(self._policy(), self.actors, engine_ranks, host,
-                                                 self.weights_cfg["timeout_s"])
-                self._last["sync_bytes"] = self.sender.sync(version)
-            elif self.rank == 0 and self.actors and self.lora is not None:
-                if self.sender is None:
-                    self.sender = LoraSender(self._group, self._policy(), self.weights_cfg["bucket_mb"] << 20,
-                                             self.weights_cfg["timeout_s"])
+                    policy = self._policy()
+                    base_sync = self._gpu_sync(lambda: base_tensors(policy)) if self._gpu_engines else None
+                    self.sender = LoraSender(self._group, policy, self.weights_cfg["bucket_mb"] << 20,
+                                             self.weights_cfg["timeout_s"], base_sync=base_sync)
                 self._last["sync_bytes"] = self.sender.sync(self.actors, version)
+            elif self.rank == 0 and self.actors and self._gpu_engines is not None:
+                if self.sender is None:
+                    self.sender = self._gpu_sync(self._named_params)
+                self._last["sync_bytes"] = self.sender.sync(version)
             elif self.rank == 0 and self.actors:
                 named = self._named_params()
                 if self.sender is None:

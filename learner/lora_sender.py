@@ -7,6 +7,10 @@ adapter alone. Both travel through WeightSender over the same weight group, one 
 other (the receivers must join the broadcasts in the order they are sent), each bounded on the
 control side by `timeout_s`.
 
+GPU engines (vLLM's AsyncLLM) take no full weights through the actor: there the base goes once over
+vLLM's weight-transfer engine (`base_sync`, learner/vllm_weight_sync.py, whose NCCL group is
+closed after it) and the adapters over the weight group as on the CPU path (gloo: they are small).
+
 NOT guaranteed: on a resumed run, between the base sync and the first adapter sync the engines
 serve the bare base under the resumed version.
 """
@@ -20,8 +24,8 @@ from learner.weight_sender import WeightSender
 
 
 class LoraSender:
-    def __init__(self, group, policy, bucket_bytes: int, timeout_s: float):
-        self.group, self.policy = group, policy
+    def __init__(self, group, policy, bucket_bytes: int, timeout_s: float, base_sync=None):
+        self.group, self.policy, self.base_sync = group, policy, base_sync
         self.bucket_bytes, self.timeout_s = bucket_bytes, timeout_s
         self.adapter_config = adapter_config(policy)
         self.base_sent = False
@@ -32,6 +36,10 @@ class LoraSender:
         """Send `version` to every actor; returns the bytes of this sync's adapter broadcast
         (the base bytes of a first sync are in `last["base_bytes"]`)."""
         self.last = {}
+        if not self.base_sent and self.base_sync is not None:
+            self.last["base_bytes"] = self.base_sync.sync(version - 1)
+            self.base_sync.close()
+            self.base_sent = True
         if not self.base_sent:
             named = base_tensors(self.policy)
             base = WeightSender(self.group, named, self.bucket_bytes)  # once: buffers not kept

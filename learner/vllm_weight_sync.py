@@ -15,13 +15,13 @@ learner's weight group (learner/weight_sender.py).
 
 NOT guaranteed: anything measured (written without a GPU at hand; tests marked `gpu`); a timeout
 on the control side does not interrupt an NCCL broadcast already under way (the group is then
-unusable and the run has to be restarted); LoRA adapters (cluster.check_lora refuses LoRA with
-engine.backend gpu).
+unusable and the run has to be restarted).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import ray
 import torch
@@ -61,20 +61,33 @@ class RolloutActorsClient:
         self._all([a.transfer_finish.remote(self.version) for a in self.actors])
 
 
-class VLLMWeightSync:
-    """Full-weight syncs of `policy` to the actors' GPU engines; the NCCL group is opened on the
-    first sync (every engine must be up by then)."""
+def _weight_source(named: Callable[[], dict[str, torch.Tensor]]):
+    """vLLM's WeightSource over `named()`, called afresh for each pass (metadata, then tensors)."""
+    from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource
 
-    def __init__(self, policy: torch.nn.Module, actors: list, engine_ranks: list[int], host: str,
-                 timeout_s: float, packed: bool = True):
-        self.policy, self.host, self.packed = policy, host, packed
+    class NamedTensors(WeightSource):
+        def metadata(self) -> list[ParamMeta]:
+            return [ParamMeta(n, t.dtype, tuple(t.shape)) for n, t in named().items()]
+
+        def __iter__(self):
+            return iter(named().items())
+
+    return NamedTensors()
+
+
+class VLLMWeightSync:
+    """Syncs of the tensors `named()` returns ({HF name: tensor}) to the actors' GPU engines; the
+    NCCL group is opened on the first sync (every engine must be up by then)."""
+
+    def __init__(self, named: Callable[[], dict[str, torch.Tensor]], actors: list, engine_ranks: list[int],
+                 host: str, timeout_s: float, packed: bool = True):
+        self.named, self.host, self.packed = named, host, packed
         self.world_size = 1 + sum(engine_ranks)
         self.client = RolloutActorsClient(actors, engine_ranks, timeout_s)
         self.trainer = None
 
     def sync(self, version: int) -> int:
-        """Send the policy's weights as `version` to every engine; returns the bytes sent."""
-        from vllm.distributed.weight_transfer.base import ModuleSource
+        """Send the tensors as `version` to every engine; returns the bytes sent."""
         from vllm.distributed.weight_transfer.nccl_engine import (
             NCCLTrainerInitInfo,
             NCCLTrainerWeightTransferEngine,
@@ -84,10 +97,10 @@ class VLLMWeightSync:
             info = NCCLTrainerInitInfo(master_address=self.host, master_port=free_port(self.host),
                                        world_size=self.world_size, packed=self.packed, rank=0)
             self.trainer = NCCLTrainerWeightTransferEngine.trainer_init(
-                info, client=self.client, source=ModuleSource(self.policy))
+                info, client=self.client, source=_weight_source(self.named))
         self.client.version = version
         self.trainer.send_weights()
-        return sum(p.numel() * p.element_size() for p in self.policy.parameters())
+        return sum(t.numel() * t.element_size() for t in self.named().values())
 
     def close(self) -> None:
         if self.trainer is not None:

@@ -1,10 +1,9 @@
 """The learner's side of vLLM's weight-transfer engine (GPU engines): group ranks per engine,
-the LoRA refusal, and (marked gpu) a full sync from the learner into two real AsyncLLM engines
+the weight source it hands vLLM, and (marked gpu) a full sync from the learner into two real AsyncLLM engines
 hosted by Ray actors, checked against the HF model's logprobs."""
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from learner.vllm_weight_sync import RolloutActorsClient, rank_offsets
 
@@ -22,13 +21,17 @@ def test_client_needs_one_rank_count_per_actor():
         RolloutActorsClient([object(), object()], [1], timeout_s=1)
 
 
-def test_lora_with_gpu_engines_is_refused_before_starting():
-    from launch.cluster import check_lora
+def test_weight_source_declares_what_it_yields_and_reads_the_tensors_afresh():
+    from learner.vllm_weight_sync import _weight_source
 
-    cfg = {"learner": {"lora": {"enabled": True, "r": 16}},
-           "engine": {"backend": "gpu", "enable_lora": True, "max_lora_rank": 16}}
-    with pytest.raises(ValueError, match="engine.backend=gpu"):
-        check_lora(OmegaConf.create(cfg))
+    state = {"a.weight": torch.zeros(3, 2), "b.bias": torch.ones(4, dtype=torch.bfloat16)}
+    source = _weight_source(lambda: dict(state))
+    meta = source.metadata()
+    assert [(m.name, m.dtype, m.shape) for m in meta] == [("a.weight", torch.float32, (3, 2)),
+                                                          ("b.bias", torch.bfloat16, (4,))]
+    assert [n for n, _ in source] == [m.name for m in meta]
+    state["a.weight"] = torch.full((3, 2), 7.0)  # the next pass sends what the learner holds now
+    assert torch.equal(dict(source)["a.weight"], state["a.weight"])
 
 
 # ---- GPU: learner (this process, cuda:0) -> two engines (Ray actors, one GPU each) -------------
@@ -87,7 +90,8 @@ def test_sync_reaches_two_gpu_engines_over_the_weight_transfer_engine(tmp_path):
         with torch.no_grad():
             for p in policy.parameters():  # far from the file the engines loaded
                 p.add_(torch.randn_like(p) * 0.5)
-        sync = VLLMWeightSync(policy, hosts, [1, 1], "127.0.0.1", timeout_s=300)
+        named = {n: p.data for n, p in policy.named_parameters()}
+        sync = VLLMWeightSync(lambda: named, hosts, [1, 1], "127.0.0.1", timeout_s=300)
         assert sync.sync(version=1) == sum(p.numel() * 4 for p in policy.parameters())
         assert ray.get([h.version.remote() for h in hosts]) == [1, 1]
         cpu_policy = policy.cpu()
