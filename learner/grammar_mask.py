@@ -15,9 +15,9 @@ Compiled grammars are cached by their text (the actor sends the same EBNF in eve
 
 NOT guaranteed: Lark grammars (vLLM compiles text it takes for Lark with compile_lark; the actor
 only sends EBNF); mistral / plamo3 tokenizers (vLLM builds their TokenizerInfo differently).
-Cost: a grammar that admits free text allows most of the vocabulary at string positions, and
-each allowed set is materialized as ids (collate_rollouts pads to the largest): fine for small
-vocabularies, memory-heavy for 100k+ vocabularies with many grammar positions per batch.
+Cost: the allowed sets are xgrammar's own bitmask rows (learner/token_bitmask.py), V/8 bytes per
+position on the host however much of the vocabulary a free-text position allows; the learner
+expands them to a bool [B, R, V] mask on the logits' device.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+
+from learner.token_bitmask import clear_tail, is_allowed
 
 _MAX_CACHED = 16
 
@@ -53,32 +55,26 @@ class GrammarMasks:
                 self._compiled.popitem(last=False)
         return self._compiled[ebnf]
 
-    def _allowed(self, bitmask) -> np.ndarray:
-        bits = np.unpackbits(bitmask[0].numpy().view(np.uint8), bitorder="little")[:self.vocab_size]
-        return np.flatnonzero(bits)
-
     def allowed_per_position(self, response_ids: Sequence[int], ebnf: str,
-                             stop_ids: Iterable[int] | None = None) -> list[list[int]]:
-        """The allowed set before each response token; raises ValueError if the sampled path
-        leaves the grammar. `stop_ids`: stop tokens besides the tokenizer's eos."""
+                             stop_ids: Iterable[int] | None = None) -> np.ndarray:
+        """The allowed set before each response token, as bitmask rows [len(response_ids),
+        ceil(vocab_size/32)] int32; raises ValueError if the sampled path leaves the grammar.
+        `stop_ids`: stop tokens besides the tokenizer's eos."""
         xgr = self._xgr
         stops = sorted({self.eos_id, *(stop_ids or ())})
         matcher = xgr.GrammarMatcher(self.compiled(ebnf), override_stop_tokens=stops)
-        bitmask = xgr.allocate_token_bitmask(1, self.vocab_size)
-        out = []
+        bitmask = xgr.allocate_token_bitmask(len(response_ids), self.vocab_size)
+        rows = bitmask.numpy()  # the same memory
         for pos, t in enumerate(int(t) for t in response_ids):
             if matcher.is_terminated():
                 raise ValueError(f"response token {t} at position {pos} comes after the grammar's "
                                  "stop token: it is outside the grammar constraint")
-            matcher.fill_next_token_bitmask(bitmask)
-            allowed = self._allowed(bitmask)
-            i = np.searchsorted(allowed, t)
-            if i == len(allowed) or allowed[i] != t or not matcher.accept_token(t):
+            matcher.fill_next_token_bitmask(bitmask, pos)
+            if not is_allowed(rows[pos], t) or not matcher.accept_token(t):
                 done = self.info.decoded_vocab
                 raise ValueError(f"response token {t} at position {pos} is outside the grammar constraint "
                                  f"(text so far {b''.join(done[int(x)] for x in response_ids[:pos])!r})")
-            out.append(allowed.tolist())
-        return out
+        return clear_tail(rows, self.vocab_size)
 
 
 _MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -7,6 +7,11 @@ bitmask is applied to the logits first, then log_softmax at temperature 1, befor
 top-p/top-k and penalties. So the learner scores log_softmax over the allowed tokens, at
 temperature 1, and plain log_softmax where decoding was unconstrained.
 
+How the allowed sets travel: as xgrammar's packed bitmask rows (learner/token_bitmask.py), V/8
+bytes per constrained position on the host whatever share of the vocabulary it allows (a grammar
+with free text allows most of it); masked_logprobs expands them to a bool [B, R, V] mask on the
+logits' device and sets the logits of blocked tokens to -inf.
+
 Which tokens are allowed: vLLM compiles `choice=[c1, c2, ...]` into the xgrammar grammar
 `root ::= "c1" | "c2" | ...`, and xgrammar matches token BYTES. Each vocabulary entry is decoded
 once into bytes by xgrammar's rules (byte-level BPE: the inverse of GPT-2's bytes_to_unicode,
@@ -41,6 +46,7 @@ import numpy as np
 import torch
 
 from learner.grammar_mask import grammar_masks
+from learner.token_bitmask import bool_mask, n_words, pack_ids
 
 RAW, BYTE_FALLBACK, BYTE_LEVEL = "raw", "byte_fallback", "byte_level"
 
@@ -122,20 +128,22 @@ class ChoiceVocab:
         return allowed
 
     def allowed_per_position(self, response_ids: Sequence[int], choices: Sequence[str],
-                             stop_ids: Iterable[int] | None = None) -> list[list[int]]:
-        """The allowed set before each response token; raises if the sampled path leaves it.
-        `stop_ids`: stop tokens besides the tokenizer's eos."""
+                             stop_ids: Iterable[int] | None = None) -> np.ndarray:
+        """The allowed set before each response token, as bitmask rows [len(response_ids), W]
+        int32 (learner/token_bitmask.py; W covers the vocabulary and the stop ids); raises if the
+        sampled path leaves it. `stop_ids`: stop tokens besides the tokenizer's eos."""
         stops = {self.eos_id, *(stop_ids or ())}
         encoded = [c.encode() for c in choices]
-        prefix, out = b"", []
+        rows = np.zeros((len(response_ids), n_words(max(len(self.token_bytes), max(stops) + 1))), np.int32)
+        prefix = b""
         for pos, t in enumerate(int(t) for t in response_ids):
             allowed = self.allowed_next(prefix, encoded, stops)
             if t not in allowed:
                 raise ValueError(f"response token {t} at position {pos} is outside the choice constraint "
                                  f"(text so far {prefix!r}, choices {list(choices)!r})")
-            out.append(sorted(allowed))
+            rows[pos] = pack_ids(allowed, rows.shape[1])
             prefix += self.token_bytes[t] if t not in stops else b""
-        return out
+        return rows
 
 
 _VOCABS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -148,29 +156,27 @@ def choice_vocab(tokenizer) -> ChoiceVocab:
     return _VOCABS[tokenizer]
 
 
-def masked_logprobs(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor | None = None,
+def masked_logprobs(logits: torch.Tensor, targets: torch.Tensor, allowed_bits: torch.Tensor | None = None,
                     constrained: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Logprob of each target and the entropy of its distribution, masked where constrained.
 
-    logits [..., V]; targets [...]; allowed [..., K] allowed token ids padded with -1;
-    constrained [...] bool. Unconstrained rows use the full vocabulary.
+    logits [..., V]; targets [...]; allowed_bits [..., W] int32 bitmask rows of the allowed
+    tokens (learner/token_bitmask.py), on the logits' device; constrained [...] bool.
+    Constrained rows: log_softmax of the logits with the blocked tokens at -inf; unconstrained
+    rows: plain log_softmax.
     """
     logits = logits.float()
-    full_lse = torch.logsumexp(logits, -1)
-    full_logp = logits - full_lse[..., None]
-    entropy = -(full_logp.exp() * full_logp).sum(-1)
-    target_logit = logits.gather(-1, targets[..., None].long()).squeeze(-1)
-    if allowed is None or constrained is None or not bool(constrained.any()):
-        return target_logit - full_lse, entropy
-
-    valid = allowed >= 0
-    sub = logits.gather(-1, allowed.clamp(min=0)).masked_fill(~valid, float("-inf"))
-    sub_lse = torch.logsumexp(sub, -1)
-    sub_logp = sub - sub_lse[..., None]
-    # masked_fill before the product: 0 * -inf would put NaN into the gradient.
-    sub_entropy = -(sub_logp.exp() * sub_logp.masked_fill(~valid, 0.0)).sum(-1)
-    lse = torch.where(constrained, sub_lse, full_lse)
-    return target_logit - lse, torch.where(constrained, sub_entropy, entropy)
+    scored = logits
+    if allowed_bits is not None and constrained is not None and bool(constrained.any()):
+        blocked = ~bool_mask(allowed_bits, logits.size(-1))
+        blocked &= constrained[..., None]  # unconstrained rows keep the whole vocabulary
+        scored = logits.masked_fill(blocked, float("-inf"))
+    lse = torch.logsumexp(scored, -1)
+    probs = torch.softmax(scored, -1)
+    # -sum p * (scored - lse), written with the finite logits: blocked ids have p = 0, and 0 * -inf
+    # would be NaN (in the gradient too); no second V-sized masked copy.
+    entropy = lse - (probs * logits).sum(-1)
+    return scored.gather(-1, targets[..., None].long()).squeeze(-1) - lse, entropy
 
 
 @dataclass
@@ -182,7 +188,7 @@ class RolloutBatch:
     logit_index: torch.Tensor     # [B, R] position in input_ids whose logits predict response token r
     value_index: torch.Tensor     # [B] the last prompt token: one value per turn
     old_logprobs: torch.Tensor    # [B, R] behaviour logprobs reported by the decoder
-    allowed: torch.Tensor         # [B, R, K] allowed ids where constrained, -1 padding
+    allowed_bits: torch.Tensor    # [B, R, W] int32 bitmask rows of the allowed ids where constrained, else 0
     constrained: torch.Tensor     # [B, R] bool
 
 
@@ -215,14 +221,14 @@ def collate_rollouts(items: list[dict], tokenizer, *, max_len: int = 1024,
             allowed_rows.append(vocab.allowed_per_position(response, choices, stop_ids) if choices else None)
 
     B, T, R = len(items), max(len(s) for s in seqs), max(len(r) for r in responses)
-    K = max([len(a) for row in allowed_rows if row for a in row] or [1])
+    W = max((rows.shape[1] for rows in allowed_rows if rows is not None), default=0)
     input_ids = torch.full((B, T), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((B, T), dtype=torch.long)
     response_ids = torch.zeros((B, R), dtype=torch.long)
     response_mask = torch.zeros((B, R))
     logit_index = torch.zeros((B, R), dtype=torch.long)
     old_logprobs = torch.zeros((B, R))
-    allowed = torch.full((B, R, K), -1, dtype=torch.long)
+    allowed_bits = torch.zeros((B, R, W), dtype=torch.int32)
     constrained = torch.zeros((B, R), dtype=torch.bool)
     for i, (seq, resp, old, start, rows) in enumerate(zip(seqs, responses, olds, starts, allowed_rows)):
         n = len(resp)
@@ -232,13 +238,12 @@ def collate_rollouts(items: list[dict], tokenizer, *, max_len: int = 1024,
         response_mask[i, :n] = 1.0
         logit_index[i, :n] = torch.arange(start - 1, start - 1 + n)
         old_logprobs[i, :n] = torch.tensor(old)
-        if rows:
+        if rows is not None:
             constrained[i, :n] = True
-            for r, ids in enumerate(rows):
-                allowed[i, r, :len(ids)] = torch.tensor(ids)
+            allowed_bits[i, :n, :rows.shape[1]] = torch.from_numpy(rows)
     value_index = torch.tensor(starts) - 1
     return RolloutBatch(input_ids, attention_mask, response_ids, response_mask, logit_index,
-                        value_index, old_logprobs, allowed, constrained)
+                        value_index, old_logprobs, allowed_bits, constrained)
 
 
 def response_logprobs(logits: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,4 +252,4 @@ def response_logprobs(logits: torch.Tensor, batch: RolloutBatch) -> tuple[torch.
     rows = torch.arange(logits.size(0), device=logits.device)[:, None]
     at_response = logits[rows, batch.logit_index.to(logits.device)]
     return masked_logprobs(at_response, batch.response_ids.to(logits.device),
-                           batch.allowed.to(logits.device), batch.constrained.to(logits.device))
+                           batch.allowed_bits.to(logits.device), batch.constrained.to(logits.device))

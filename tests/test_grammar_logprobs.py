@@ -13,9 +13,10 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.env.actions import action_grammar, parse_action
-from learner.grammar_mask import grammar_masks
-from learner.masked_logprobs import collate_rollouts, response_logprobs
+from learner.grammar_mask import GrammarMasks, grammar_masks
+from learner.masked_logprobs import collate_rollouts, masked_logprobs, response_logprobs
 from learner.tiny_model import TinyModelSpec, build_tiny_model
+from learner.token_bitmask import unpack_ids
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before vllm is imported (else ~10x slower)
 
@@ -68,7 +69,7 @@ def test_same_allowed_sets_as_vllms_xgrammar_backend(tok, ref_mode):
             path.append(t)
             if t == tok.eos_token_id:
                 break
-        assert masks.allowed_per_position(path, ebnf) == rows
+        assert [unpack_ids(r) for r in masks.allowed_per_position(path, ebnf)] == rows
         if path[-1] == tok.eos_token_id:  # a finished walk spells one action of the language
             parse_action(tok.decode(path[:-1]), ref_mode)
 
@@ -96,8 +97,28 @@ def test_collate_masks_grammar_steps_and_only_those(tok):
                               dict(item, constraint="none")], tok)
     assert batch.constrained[:, :len(resp)].tolist() == [[True] * len(resp), [False] * len(resp), [False] * len(resp)]
     rows = grammar_masks(tok).allowed_per_position(resp, ebnf)
-    for r, ids in enumerate(rows):
-        assert batch.allowed[0, r, :len(ids)].tolist() == ids and (batch.allowed[0, r, len(ids):] == -1).all()
+    assert batch.allowed_bits.shape[-1] == rows.shape[1]
+    assert torch.equal(batch.allowed_bits[0, :len(resp)], torch.from_numpy(rows))
+    assert not batch.allowed_bits[1:].any()
+
+
+def test_free_text_costs_a_bit_per_token_and_scores_as_the_allowed_subset(tok):
+    # A vocabulary size off the 32-token word (xgrammar leaves the last word's spare bits set) and
+    # model logits padded past it (ids there have no spelling: never allowed).
+    vocab_size, logits_size = len(tok) + 5, len(tok) + 64
+    resp = tok.encode('type("hello world", "Ann")') + [tok.eos_token_id]
+    rows = GrammarMasks(tok, vocab_size).allowed_per_position(resp, action_grammar("text"))
+    assert rows.shape == (len(resp), (vocab_size + 31) // 32) and rows.dtype == np.int32
+    allowed = [[i for i in range(32 * rows.shape[1]) if (int(row[i // 32]) >> (i % 32)) & 1] for row in rows]
+    assert max(len(ids) for ids in allowed) > len(tok) * 3 // 4  # string positions: most of the vocabulary
+    assert all(t in ids for t, ids in zip(resp, allowed)) and max(max(ids) for ids in allowed) < len(tok)
+
+    logits = torch.randn(len(resp), logits_size, generator=torch.Generator().manual_seed(0)) * 4
+    lp, ent = masked_logprobs(logits, torch.tensor(resp), torch.from_numpy(rows), torch.ones(len(resp), dtype=torch.bool))
+    for r, (t, ids) in enumerate(zip(resp, allowed)):
+        ref = torch.log_softmax(logits[r, ids].double(), -1)
+        assert float(lp[r]) == pytest.approx(float(ref[ids.index(t)]), abs=1e-5)
+        assert float(ent[r]) == pytest.approx(float(-(ref.exp() * ref).sum()), abs=1e-5)
 
 
 @needs_vllm

@@ -22,11 +22,17 @@ from learner.masked_logprobs import (
     response_logprobs,
 )
 from learner.tiny_model import TinyModelSpec, build_tiny_model
+from learner.token_bitmask import pack_ids, unpack_ids
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before vllm is imported (else ~10x slower)
 
 EOS, A, B, C, AB, ABC, X, PAD = range(8)
 CHOICES = ["ab", "abc", "ca"]
+
+
+def _bits(*allowed_sets):
+    """Bitmask rows [len(allowed_sets), 1] of the 8-token word vocabulary."""
+    return torch.from_numpy(np.stack([pack_ids(ids, 1) for ids in allowed_sets]))
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +53,10 @@ def test_allowed_sets_by_hand(word_tok):
     # Path "a" "b" <eos>: before "a" every token spelling a prefix of a choice; after "a" only "b"
     # ("bc" is no token); after "ab" the choice is complete (eos) or "abc" goes on with "c".
     rows = vocab.allowed_per_position([A, B, EOS], CHOICES)
-    assert rows == [[A, C, AB, ABC], [B], [EOS, C]]
-    assert vocab.allowed_per_position([ABC, EOS], CHOICES) == [[A, C, AB, ABC], [EOS]]
+    assert rows.shape == (3, 1) and rows.dtype == np.int32  # one word covers the 8 ids
+    assert [unpack_ids(r) for r in rows] == [[A, C, AB, ABC], [B], [EOS, C]]
+    assert rows[:, 0].tolist() == [2 ** A + 2 ** C + 2 ** AB + 2 ** ABC, 2 ** B, 2 ** EOS + 2 ** C]
+    assert [unpack_ids(r) for r in vocab.allowed_per_position([ABC, EOS], CHOICES)] == [[A, C, AB, ABC], [EOS]]
     with pytest.raises(ValueError, match="outside the choice constraint"):
         vocab.allowed_per_position([A, C], CHOICES)  # "ac" is no choice's prefix
     with pytest.raises(ValueError):
@@ -60,7 +68,7 @@ def test_masked_logprobs_by_hand():
                            [0.0, 0.0, 4.0, 1.0, 0.0, 0.0, 9.0, 0.0],   # before "b": forced
                            [1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 5.0, 0.0]])  # before <eos>: {eos, c}
     targets = torch.tensor([A, B, EOS])
-    allowed = torch.tensor([[A, C, AB, ABC], [B, -1, -1, -1], [EOS, C, -1, -1]])
+    allowed = _bits([A, C, AB, ABC], [B], [EOS, C])
     lp, ent = masked_logprobs(logits, targets, allowed, torch.tensor([True, True, True]))
     # Row 0: allowed logits a=1, c=0, ab=2, abc=0.5.
     z0 = math.exp(1) + math.exp(0) + math.exp(2) + math.exp(0.5)
@@ -78,7 +86,7 @@ def test_masked_logprobs_by_hand():
 
 def test_masked_logprobs_gradient_is_finite_and_stays_in_the_mask():
     logits = torch.randn(2, 8, requires_grad=True)
-    allowed = torch.tensor([[A, AB, -1], [EOS, -1, -1]])
+    allowed = _bits([A, AB], [EOS])
     lp, ent = masked_logprobs(logits, torch.tensor([A, EOS]), allowed, torch.tensor([True, True]))
     (lp.sum() + ent.sum()).backward()
     assert torch.isfinite(logits.grad).all()
@@ -104,7 +112,8 @@ def test_collate_and_response_logprobs(word_tok):
     assert b.value_index.tolist() == [1, 0]
     assert torch.allclose(b.old_logprobs, torch.tensor([[-0.5, 0.0, -0.7], [-1.0, -2.0, 0.0]]))
     assert b.constrained.tolist() == [[True, True, True], [False, False, False]]
-    assert b.allowed[0].tolist() == [[A, C, AB, ABC], [B, -1, -1, -1], [EOS, C, -1, -1]]
+    assert [unpack_ids(r) for r in b.allowed_bits[0].numpy()] == [[A, C, AB, ABC], [B], [EOS, C]]
+    assert not b.allowed_bits[1].any()
 
     logits = torch.zeros(2, 5, 8)
     logits[0, 1, AB] = 2.0  # before "a": allowed {a, c, ab, abc} with logits 0, 0, 2, 0
