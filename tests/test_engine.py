@@ -8,14 +8,8 @@ from transformers import AutoModelForCausalLM
 from actors.decoding import Grammar
 from actors.engine import VLLMEngine
 from actors.env.actions import action_grammar, format_action, parse_action
-from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 PROMPT = 'Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "Cancel"'
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return str(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
 
 
 @pytest.fixture(scope="module")

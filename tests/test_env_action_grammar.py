@@ -9,14 +9,13 @@ import pytest
 from transformers import AutoTokenizer
 
 from actors.env.actions import Action, action_grammar, format_action, parse_action
-from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 xgr = pytest.importorskip("xgrammar")
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return AutoTokenizer.from_pretrained(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
+def tokenizer(model_path):
+    return AutoTokenizer.from_pretrained(model_path)
 
 
 def admits(grammar: str, text: str) -> bool:

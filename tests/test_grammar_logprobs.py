@@ -15,7 +15,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from actors.env.actions import action_grammar, parse_action
 from learner.grammar_mask import GrammarMasks, grammar_masks
 from learner.masked_logprobs import collate_rollouts, masked_logprobs, response_logprobs
-from learner.tiny_model import TinyModelSpec, build_tiny_model
 from learner.token_bitmask import unpack_ids
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before vllm is imported (else ~10x slower)
@@ -25,13 +24,8 @@ PROMPT = 'Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "C
 
 
 @pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return str(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
-
-
-@pytest.fixture(scope="module")
-def tok(tiny_path):
-    return AutoTokenizer.from_pretrained(tiny_path)
+def tok(model_path):
+    return AutoTokenizer.from_pretrained(model_path)
 
 
 def _vllm_backend(tok, vocab_size):
@@ -122,12 +116,12 @@ def test_free_text_costs_a_bit_per_token_and_scores_as_the_allowed_subset(tok):
 
 
 @needs_vllm
-def test_matches_vllm_cpu_logprobs_under_the_grammar(tiny_path, tok):
+def test_matches_vllm_cpu_logprobs_under_the_grammar(model_path, tok):
     from actors.decoding import Grammar
     from actors.engine import VLLMEngine
 
-    engine = VLLMEngine(tiny_path)
-    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32).eval()
+    engine = VLLMEngine(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     prompts = [engine.chat_prompt_ids(PROMPT), engine.chat_prompt_ids("Task: Type Ann into the name box."),
                engine.chat_prompt_ids("Task: Scroll down.")]
     grammars = [action_grammar("text"), action_grammar("id")]

@@ -29,7 +29,6 @@ from learner.lora import adapter_tensors, base_tensors, lora_settings, wrap_lora
 from learner.lora_sender import LoraSender
 from learner.sft import sft_loss
 from learner.snapshot import save_snapshot
-from learner.tiny_model import TinyModelSpec, build_tiny_model
 from learner.weight_group import host_store, open_weight_group
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +38,6 @@ PROMPTS = ['Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton 
 MAX_TOKENS = 12
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return str(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
 
 
 def train_step(engine, i: int) -> None:

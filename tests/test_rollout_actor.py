@@ -18,7 +18,6 @@ from actors.env.browser import CHROMIUM
 from actors.rollout_actor import RolloutActor
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard
-from learner.tiny_model import TinyModelSpec, build_tiny_model
 from tests.chromium_processes import browser_pids, browsers_gone
 from tests.loop_system import wait_for as wait_until
 
@@ -29,11 +28,6 @@ pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason="needs the system Chromium"),
 ]
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    return str(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
 
 
 @pytest.fixture

@@ -7,12 +7,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from actors.chat_prompt import ChatPrompt
-from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    return AutoTokenizer.from_pretrained(build_tiny_model(TinyModelSpec(), tmp_path_factory.mktemp("model")))
+def tokenizer(model_path):
+    return AutoTokenizer.from_pretrained(model_path)
 
 
 def template_ids(tok, text):
