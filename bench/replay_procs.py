@@ -21,7 +21,8 @@ import msgpack
 import numpy as np
 import zmq
 
-from buffer.client import InsertClient, SampleClient
+from buffer.client import InsertClient
+from buffer.sample_client import SampleClient
 from buffer.schema import Step, Trajectory, encode
 
 ROOT = Path(__file__).resolve().parents[1]

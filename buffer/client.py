@@ -1,8 +1,6 @@
-"""Clients of one shard: InsertClient (actors) and SampleClient (learner). DEALER sockets, msgpack.
-
-Each request carries an 8-byte big-endian request id counting from 1; the shard echoes it, which
-is how a DEALER matches a reply to its request. Neither client is thread-safe: one per thread.
-For several shards see buffer/sharded.py.
+"""InsertClient: how rollout actors stream trajectories to one shard (a DEALER, buffer/dealer.py).
+Not thread-safe: one per thread. The learner's side is buffer/sample_client.py; for several
+shards see buffer/sharded.py.
 
 InsertClient keeps each unacknowledged frame until its ack arrives, and sends every one of them
 again when the connection to the shard comes back after a drop (a restarted shard on the same
@@ -22,22 +20,15 @@ Not guaranteed:
 
 from __future__ import annotations
 
-import struct
 import time
 from collections import Counter, OrderedDict, deque
-from typing import Any, Self
+from typing import Any
 
-import msgpack
-import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
-from buffer.schema import FLOAT32, INT32, Trajectory, encode
-from buffer.wire_decode import decode
-from buffer.zmqio import NOBLOCK, recv_frames, send_frames
-
-_REQ = struct.Struct(">Q")
-_I64, _F64 = np.dtype("<i8"), np.dtype("<f8")
+from buffer.dealer import Dealer
+from buffer.schema import Trajectory, encode
+from buffer.zmqio import NOBLOCK
 
 
 class _Pending:
@@ -47,68 +38,8 @@ class _Pending:
         self.traj_id, self.frame, self.sent, self.reqs, self.done = traj_id, frame, sent, reqs, False
 
 
-class ShardError(RuntimeError):
-    """The shard answered a request with status "error"."""
 
-    def __init__(self, reply: dict[str, Any]):
-        super().__init__(f"{reply.get('error')}: {reply.get('detail')}")
-        self.reply = reply
-
-
-def _bad_reply(detail: str) -> dict[str, Any]:
-    return {"status": "error", "error": "bad_reply", "detail": detail}
-
-
-class _Dealer:
-    def __init__(self, address: str, timeout_s: float):
-        self.address = address
-        self.timeout_s = timeout_s
-        self._sock = zmq.Context.instance().socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        # A send never waits forever, even if no shard ever connects and the queue fills.
-        self._sock.setsockopt(zmq.SNDTIMEO, max(1, int(timeout_s * 1000)))
-        self._sock.connect(address)
-        self._next_req = 1
-
-    def _send(self, op: bytes, body: bytes) -> int:
-        req = self._next_req
-        self._next_req += 1
-        try:
-            send_frames(self._sock, [op, _REQ.pack(req), body], copy_last=False)
-        except zmq.Again:
-            raise TimeoutError(f"could not queue a request to {self.address} in {self.timeout_s}s") from None
-        return req
-
-    def _recv(self, deadline: float) -> tuple[int, dict[str, Any]] | None:
-        """Next reply as (req_id, map), or None at the deadline. Malformed replies -> req_id 0."""
-        wait_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        if not self._sock.poll(wait_ms, zmq.POLLIN):
-            return None
-        return self._read()
-
-    def _read(self, flags: int = 0) -> tuple[int, dict[str, Any]]:
-        frames = recv_frames(self._sock, flags)
-        if len(frames) != 2 or len(frames[0]) != 8:
-            return 0, _bad_reply(f"{len(frames)} frames")
-        try:
-            reply = msgpack.unpackb(frames[1], raw=False)
-        except (ValueError, TypeError, msgpack.UnpackException) as err:
-            reply = _bad_reply(repr(err))
-        if not isinstance(reply, dict):
-            reply = _bad_reply(f"reply is {type(reply).__name__}")
-        return _REQ.unpack(frames[0])[0], reply
-
-    def close(self) -> None:
-        self._sock.close(linger=0)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class InsertClient(_Dealer):
+class InsertClient(Dealer):
     """Streams trajectories to one shard with at most `window` unacknowledged (backpressure).
 
     insert() returns as soon as the frame is queued; it blocks only while `window` inserts are
@@ -141,11 +72,6 @@ class InsertClient(_Dealer):
         self._pending: dict[int, _Pending] = {}  # first req id -> unacknowledged insert
         self._by_req: dict[int, _Pending] = {}  # every req id sent for it (resends add more)
         self._fresh: deque[tuple[str, dict[str, Any]]] = deque(maxlen=max_acks)  # for poll()
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
-        self._dropped = False
-        self._poller = zmq.Poller()
-        self._poller.register(self._sock, zmq.POLLIN)
-        self._poller.register(self._monitor, zmq.POLLIN)
 
     @property
     def in_flight(self) -> int:
@@ -210,14 +136,9 @@ class InsertClient(_Dealer):
         self.resends += 1
 
     def _watch_connection(self) -> None:
-        while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)["event"]
-            if event == zmq.EVENT_DISCONNECTED:
-                self._dropped = True
-            elif event == zmq.EVENT_CONNECTED and self._dropped:
-                self._dropped = False
-                self.reconnects += 1
-                self.resend_pending()
+        if self._reconnected():
+            self.reconnects += 1
+            self.resend_pending()
 
     def _resend_late(self) -> None:
         if self.resend_after_s is None:
@@ -282,110 +203,3 @@ class InsertClient(_Dealer):
         self._fresh.append((traj_id, reply))
         while len(self.acks) > self.max_acks:
             self.acks.popitem(last=False)
-
-    def close(self) -> None:
-        self._sock.disable_monitor()
-        self._monitor.close(linger=0)
-        super().close()
-
-
-def _decode_item(item: dict[str, Any]) -> dict[str, Any]:
-    out = dict(item)
-    out["prompt_ids"] = np.frombuffer(item["prompt_ids"], dtype=INT32)
-    out["response_ids"] = np.frombuffer(item["response_ids"], dtype=INT32)
-    out["logprobs"] = np.frombuffer(item["logprobs"], dtype=FLOAT32)
-    return out
-
-
-def _decode_group(g: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "group_id": g["group_id"],
-        "trajectories": [decode(f, 1 << 40) for f in g["frames"]],
-        "keys": [np.frombuffer(k, _I64) for k in g["keys"]],
-        "probability": g["probability"],
-        "weight": g["weight"],
-    }
-
-
-class SampleClient(_Dealer):
-    """Asks one shard for samples and sends priority updates, one request at a time.
-
-    sample(n) returns n step items (arrays decoded to read-only numpy arrays), [] if the shard is
-    empty or rate-limited (see `last_reply["status"]`); raises ShardError on an error reply and
-    TimeoutError if no reply comes in time. Items carry `key` (for update_priorities),
-    `probability`, `priority` and `loss_weight` (the importance weight) besides the contract's keys.
-    """
-
-    def __init__(self, address: str, timeout_s: float = 30.0):
-        super().__init__(address, timeout_s)
-        self.last_reply: dict[str, Any] = {}
-
-    def request(self, op: bytes, body: dict[str, Any] | bytes) -> int:
-        """Send without waiting; pair with `reply(req_id)`."""
-        return self._send(op, body if isinstance(body, bytes) else msgpack.packb(body, use_bin_type=True))
-
-    def reply(self, req: int, what: str = "request") -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            r = self._recv(deadline)
-            if r is None:
-                raise TimeoutError(f"shard at {self.address} did not answer {what} in {self.timeout_s}s")
-            got_req, reply = r
-            if got_req != req:  # a late answer to an earlier request that timed out
-                continue
-            if reply.get("status") == "error":
-                raise ShardError(reply)
-            return reply
-
-    def call(self, op: bytes, body: dict[str, Any] | bytes, what: str = "request") -> dict[str, Any]:
-        return self.reply(self.request(op, body), what)
-
-    @staticmethod
-    def sample_body(n: int, policy_version: int | None = None, timeout_ms: int | None = None) -> dict[str, Any]:
-        body: dict[str, Any] = {"n": n}
-        if policy_version is not None:
-            body["policy_version"] = policy_version
-        if timeout_ms is not None:
-            body["timeout_ms"] = timeout_ms
-        return body
-
-    def sample(self, n: int, *, policy_version: int | None = None, timeout_ms: int | None = None) -> list[dict[str, Any]]:
-        reply = self.call(b"sample", self.sample_body(n, policy_version, timeout_ms), f"sample({n})")
-        items = reply.pop("items", [])
-        self.last_reply = reply
-        return [_decode_item(it) for it in items]
-
-    def sample_groups(
-        self, n: int, *, policy_version: int | None = None, timeout_ms: int | None = None
-    ) -> list[dict[str, Any]]:
-        """n complete groups: {"group_id", "trajectories": [Trajectory], "keys": [int64 array per
-        trajectory], "probability", "weight"}; [] when none is drawable or rate-limited."""
-        reply = self.call(b"sample_groups", self.sample_body(n, policy_version, timeout_ms), f"sample_groups({n})")
-        groups = reply.pop("groups", [])
-        self.last_reply = reply
-        return [_decode_group(g) for g in groups]
-
-    def update_priorities(self, keys: Any, priorities: Any) -> dict[str, Any]:
-        """Set new priorities for sampled steps by key. Returns {"updated", "stale"}."""
-        body = {
-            "keys": np.asarray(keys, dtype=_I64).tobytes(),
-            "priorities": np.asarray(priorities, dtype=_F64).tobytes(),
-        }
-        return self.call(b"update_priorities", body, "update_priorities")
-
-    def info(self, policy_version: int | None = None) -> dict[str, Any]:
-        body = {} if policy_version is None else {"policy_version": policy_version}
-        return self.call(b"info", body, "info")
-
-    def get(self, traj_ids: list[str]) -> dict[str, tuple[Trajectory, np.ndarray]]:
-        """The stored trajectories (and their step priorities) among `traj_ids`."""
-        reply = self.call(b"get", {"traj_ids": list(traj_ids)}, "get")
-        prios = reply.get("priorities", {})
-        return {t: (decode(f, 1 << 40), np.frombuffer(prios[t], _F64)) for t, f in reply.get("frames", {}).items()}
-
-    def stats(self) -> dict[str, Any]:
-        return self.call(b"stats", {}, "stats")
-
-    def snapshot(self) -> bool:
-        """Ask the shard to start a snapshot now. False when one is already being written."""
-        return bool(self.call(b"snapshot", {}, "snapshot").get("started"))

@@ -35,7 +35,8 @@ from typing import Any, Self
 
 import numpy as np
 
-from buffer.client import InsertClient, SampleClient, _decode_group, _decode_item
+from buffer.client import InsertClient
+from buffer.sample_client import SampleClient, decode_group, decode_item
 from buffer.schema import Trajectory
 from buffer.wire_decode import decode
 
@@ -173,7 +174,7 @@ class ShardedSampleClient:
         for s, reply in replies.items():
             scale, share = scales[s], masses[s] / total
             for it in reply.get("items", []):
-                it = _decode_item(it)
+                it = decode_item(it)
                 it["shard"] = s
                 it["probability"] = share * float(it.get("probability", 0.0))
                 it["loss_weight"] = float(it["loss_weight"]) * scale
@@ -203,7 +204,7 @@ class ShardedSampleClient:
         for s, reply in replies.items():
             scale = scales[s]
             for g in reply.get("groups", []):
-                item = _decode_group(g)
+                item = decode_group(g)
                 item["shard"] = s
                 item["probability"] = masses[s] / total * float(g["probability"])
                 item["weight"] = float(g["weight"]) * scale

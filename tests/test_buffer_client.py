@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import zmq
 
-from buffer.client import InsertClient, SampleClient
+from buffer.client import InsertClient
+from buffer.sample_client import SampleClient
 from buffer.schema import encode
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard

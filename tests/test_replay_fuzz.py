@@ -7,7 +7,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from buffer.client import InsertClient, SampleClient
+from buffer.client import InsertClient
+from buffer.sample_client import SampleClient
 from buffer.schema import ERROR_CODES, encode
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard

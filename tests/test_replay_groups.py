@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from buffer.client import SampleClient
+from buffer.sample_client import SampleClient
 from buffer.schema import encode
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buffer.client import InsertClient, SampleClient
+from buffer.client import InsertClient
+from buffer.sample_client import SampleClient
 from tests.trajectories import assert_same_trajectory, make_trajectory
 
 pytestmark = pytest.mark.timeout(180)
@@ -138,6 +139,36 @@ def test_kill_9_keeps_every_sample_the_rate_limiter_allowed(tmp_path, processes)
         assert after["samples"] == before["samples"]
         for key in ("samples", "inserts", "deletes", "diff"):
             assert after["limiter"][key] == before["limiter"][key], key
+    finally:
+        ic.close()
+        sc.close()
+
+
+def test_a_request_lost_with_a_killed_shard_is_sent_again_when_it_is_back(tmp_path, processes):
+    """The learner's sample request waits in the shard (rate limited) when the shard is killed;
+    the restarted shard never saw it, so the client asks again once the connection is back."""
+    rng = np.random.default_rng(92)
+    first = ShardProcess(tmp_path, config={"samples_per_insert": 1.0, "min_size_to_sample": 1000,
+                                           "snapshot_every_s": None})
+    processes.append(first)
+    ic = InsertClient(first.address, window=16, timeout_s=60)
+    sc = SampleClient(first.address, timeout_s=60)
+    try:
+        for _ in range(10):
+            ic.insert(make_trajectory(rng))
+        ic.flush()
+        req = sc.request(b"sample", SampleClient.sample_body(4, timeout_ms=120_000))  # waits: 10 < 1000 stored
+        with SampleClient(first.address, timeout_s=30) as watcher:
+            for _ in range(200):  # bounded: until the shard holds the request (not a timing assertion)
+                if watcher.stats()["blocked_samples"]:
+                    break
+            assert watcher.stats()["blocked_samples"] >= 1
+        first.kill9()  # the request dies with the process
+        second = ShardProcess(tmp_path, port=first.port, config={"snapshot_every_s": None})
+        processes.append(second)
+        reply = sc.reply(req, "sample")
+        assert reply["status"] == "ok" and len(reply["items"]) == 4
+        assert sc.resends == 1
     finally:
         ic.close()
         sc.close()

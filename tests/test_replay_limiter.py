@@ -7,8 +7,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from buffer.client import InsertClient, SampleClient
+from buffer.client import InsertClient
 from buffer.limiter import RateLimiter
+from buffer.sample_client import SampleClient
 from buffer.schema import encode
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard

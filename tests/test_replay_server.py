@@ -5,7 +5,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from buffer.client import SampleClient, ShardError
+from buffer.dealer import ShardError
+from buffer.sample_client import SampleClient
 from buffer.schema import encode
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard

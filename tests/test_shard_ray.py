@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import ray
 
-from buffer.client import InsertClient, SampleClient
+from buffer.client import InsertClient
+from buffer.sample_client import SampleClient
 from buffer.service import ShardActor
 from tests.trajectories import make_trajectory
 

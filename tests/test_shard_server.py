@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import zmq
 
-from buffer.client import InsertClient, SampleClient, ShardError
+from buffer.client import InsertClient
+from buffer.dealer import ShardError
+from buffer.sample_client import SampleClient
 from buffer.schema import encode
 from buffer.server import MAX_SAMPLE_N, ShardServer
 from buffer.shard import ReplayShard
