@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from buffer.service import ShardActor
 from launch.progress import Progress
+from learner.deepspeed_setup import free_port
 from learner.snapshot import latest_snapshot, snapshot_state
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -72,8 +73,9 @@ def check_lora(cfg: DictConfig) -> None:
 
 
 def replay_config(cfg: DictConfig) -> dict:
-    """The shards' ReplayConfig: configs/buffer/ less the shard count; data_dir from the project root."""
-    replay = {k: v for k, v in container(cfg.buffer).items() if k != "shards"}
+    """The shards' ReplayConfig: configs/buffer/ less the keys for launch (shards, max_restarts);
+    data_dir from the project root."""
+    replay = {k: v for k, v in container(cfg.buffer).items() if k not in ("shards", "max_restarts")}
     if replay.get("data_dir"):
         replay["data_dir"] = project_path(replay["data_dir"])
     return replay
@@ -119,6 +121,23 @@ def start_ray(cfg: DictConfig, run_dir: str) -> None:
              _temp_dir=os.path.join(run_dir, "ray"), log_to_driver=False)
 
 
+def start_shards(cfg: DictConfig, host: str) -> tuple[list, list[str], list[str]]:
+    """The replay shards as Ray actors, each on a port fixed here, so that when Ray restarts a
+    crashed one (`buffer.max_restarts`) it comes back on the same address: the actors' insert
+    clients and the learner's sample client reconnect and send again what was unanswered, and
+    with `buffer.data_dir` the shard restores everything it acknowledged. Control calls made
+    while a shard restarts wait for it (max_task_retries)."""
+    names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
+    shards = [
+        ray.remote(ShardActor).options(name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
+                                       max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
+            shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host,
+            port=free_port(host), replay=replay_config(cfg))
+        for i, n in enumerate(names)
+    ]
+    return shards, names, ray.get([s.address.remote() for s in shards])
+
+
 def build(cfg: DictConfig, run_dir: str) -> System:
     """Start every component and wire them; returns once all are ready (nothing runs yet)."""
     from actors.rollout_actor import RolloutActor
@@ -128,14 +147,7 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     check_lora(cfg)
     path = model_path(cfg)
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
-    shard_names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
-    shards = [
-        ray.remote(ShardActor).options(name=n, num_cpus=cpus.shard, max_concurrency=4).remote(
-            shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host,
-            replay=replay_config(cfg))
-        for i, n in enumerate(shard_names)
-    ]
-    addresses = ray.get([s.address.remote() for s in shards])
+    shards, shard_names, addresses = start_shards(cfg, host)
 
     ds_config = deepspeed_setup.load_config(
         project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,
@@ -148,7 +160,7 @@ def build(cfg: DictConfig, run_dir: str) -> System:
               "weights": container(cfg.weights), "namespace": ns,
               "snapshot": {**container(cfg.snapshot), "dir": os.path.join(run_dir, "snapshots")},
               "resume_from": resume_from, "seed": cfg.seed,
-              "master": (host, deepspeed_setup.free_port(host)), "group_size": cfg.buffer.group_size or 1}
+              "master": (host, free_port(host)), "group_size": cfg.buffer.group_size or 1}
     gpu_engines = cfg.engine.backend == "gpu"
     learner_gpus = 1 if cfg.learner.backend == "nccl" else 0
     actor_gpus = cfg.engine.tensor_parallel_size if gpu_engines else 0

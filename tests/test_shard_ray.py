@@ -83,3 +83,37 @@ def test_durable_prioritized_shard_actor_survives_a_kill(ray_cluster, tmp_path):
         ray.kill(first)
         if second is not None:
             ray.kill(second)
+
+
+def test_launch_restarts_a_killed_shard_on_its_address(ray_cluster, tmp_path):
+    """Shards as launch starts them: kill -9 one and Ray brings it back on the same address, the
+    insert client sends again what was in flight, and the log restores what it acknowledged."""
+    import os
+    import signal
+
+    from launch.cluster import start_shards
+    from tests.loop_system import loop_cfg
+
+    cfg = loop_cfg(str(tmp_path), [f"buffer.data_dir={tmp_path / 'replay'}", "buffer.success_only=false",
+                                   "buffer.snapshot_every_s=null"])
+    (shard,), _, (address,) = start_shards(cfg, "127.0.0.1")
+    rng = np.random.default_rng(5)
+    trajs = [make_trajectory(rng) for _ in range(40)]
+    try:
+        with InsertClient(address, window=8, timeout_s=60) as ic, SampleClient(address, timeout_s=60) as sc:
+            for t in trajs[:20]:
+                ic.insert(t)
+            ic.flush()
+            pid = ray.get(shard.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+            os.kill(pid, signal.SIGKILL)
+            for t in trajs[20:]:
+                ic.insert(t)
+            ic.flush(120)
+            assert ic.reconnects >= 1
+            assert ray.get(shard.__ray_call__.remote(lambda self: os.getpid()), timeout=120) != pid
+            assert ray.get(shard.address.remote(), timeout=60) == address
+            assert ray.get(shard.traj_ids.remote(), timeout=60) == [t.traj_id for t in trajs]
+            assert ray.get(shard.stats.remote(), timeout=60)["restored_trajectories"] == 20
+            assert len(sc.sample(8)) == 8
+    finally:
+        ray.kill(shard)
