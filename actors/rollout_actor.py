@@ -28,6 +28,7 @@ import concurrent.futures
 import queue
 import threading
 import time
+import uuid
 
 from actors.decoding import constraint_mode
 from actors.engine import make_engine
@@ -53,6 +54,7 @@ class RolloutActor:
                  engine: dict, env: dict, rollout: dict, reward: dict, seed: int = 0,
                  first_episode: int = 0):
         self.actor_id = actor_id
+        self.instance = uuid.uuid4().hex  # a process Ray restarted is a new instance of the actor
         self.rollout = dict(rollout)
         constraint_mode(self.rollout)  # a bad or conflicting constraint key fails here
         self.env_cfg = dict(env)
@@ -68,6 +70,7 @@ class RolloutActor:
         self.engine = make_engine(model_path, seed=seed, **engine)
         self.clients = [InsertClient(a, window=self.rollout["insert_window"]) for a in shard_addresses]
         self.receiver: WeightReceiver | None = None
+        self._generation = 0  # of the weight group the receiver is in
         self.adapters: AdapterDirs | None = None
         self.loop: RolloutLoop | None = None
         self.browser: BrowserHandle | None = None
@@ -112,20 +115,31 @@ class RolloutActor:
         return self.stats()
 
     def join_weight_group(self, host: str, port: int, rank: int, world_size: int, backend: str,
-                          timeout_s: float) -> None:
+                          timeout_s: float, generation: int = 0) -> None:
+        """Join the learner's weight group (replacing any earlier one). `generation` numbers the
+        groups the learner opened: a sync meant for an older one is refused (see _check_group)."""
         group = open_weight_group(host, port, rank, world_size, backend, timeout_s)
-        self.receiver = WeightReceiver(group)
+        self.receiver, self._generation = WeightReceiver(group), generation
 
-    def update_weights(self, version: int, layout) -> int:
+    def update_weights(self, version: int, layout, generation: int = 0) -> int:
         """Join the learner's broadcast of `version` and load it between two engine requests."""
+        self._check_group(generation)
         self.gate.announce(version)
         return self._call(self._receive_weights, version, layout)
 
-    def update_adapter(self, version: int, layout, adapter_config: dict) -> int:
+    def update_adapter(self, version: int, layout, adapter_config: dict, generation: int = 0) -> int:
         """Join the learner's broadcast of a LoRA adapter as `version` (PEFT tensor names,
         `adapter_config` as adapter_config.json) and serve it from the next engine request on."""
+        self._check_group(generation)
         self.gate.announce(version)
         return self._call(self._receive_adapter, version, layout, adapter_config)
+
+    def _check_group(self, generation: int) -> None:
+        # Ray retries a call that was in flight when this actor's process died on the restarted
+        # one; joining the broadcast of a newer group with it would take another call's data.
+        if self.receiver is None or generation != self._generation:
+            raise RuntimeError(f"{self.actor_id}: a sync for weight group {generation}, but this actor is in "
+                               f"{self._generation if self.receiver is not None else 'none'}")
 
     def load_weights(self, named, version: int) -> int:
         """Load (name, tensor) pairs as `version` between two engine requests (in-process use:
@@ -172,7 +186,7 @@ class RolloutActor:
             s["browser_relaunches"] = self.browser.relaunches
         for outcome in ("correct", "incorrect", "unknown"):
             s[f"episodes_{outcome}"] = self._outcomes.count(outcome)
-        s.update(actor_id=self.actor_id, policy_version=self.engine.policy_version,
+        s.update(actor_id=self.actor_id, instance=self.instance, policy_version=self.engine.policy_version,
                  learner_version=self.gate.learner_version, staleness_lag=self.gate.lag(),
                  error=repr(self._error) if self._error else None)
         return s

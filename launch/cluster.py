@@ -1,10 +1,12 @@
 """Start (or join) a Ray cluster and run the Flywheel loop: `python launch/cluster.py +exp=webgym`.
 
 Wiring order: the model (built on first use), replay shards, the learner, rollout actors, then
-the weight-plane group joining learner rank 0 and every engine (GPU engines instead join vLLM's
-weight-transfer group, which the learner opens at its first sync; learner ranks on NCCL and GPU
-engines ask Ray for their GPUs: 1 per rank, tensor_parallel_size per actor). Each long-lived
-process is a named Ray actor in the `flywheel` namespace, so the dashboard shows the whole system.
+the learner connects the actors (learner/weight_plane.py: the weight group joining rank 0 and
+every engine; GPU engines join vLLM's weight-transfer group at the first sync). Learner ranks on
+NCCL and GPU engines ask Ray for their GPUs (1 per rank, tensor_parallel_size per actor). Ray
+restarts a crashed shard (on its address) or rollout actor (the learner's next sync brings it
+into a new weight group, sends it the weights and starts it). Each long-lived process is a
+named Ray actor in the `flywheel` namespace, so the dashboard shows the whole system.
 `run.max_minutes` ends the run by itself: learner first (no broadcast in flight), then actors
 (browsers closed), then shards, then Ray.
 """
@@ -174,25 +176,15 @@ def build(cfg: DictConfig, run_dir: str) -> System:
 
     actors = [
         ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, num_gpus=actor_gpus,
-                                         max_concurrency=4).remote(
+                                         max_concurrency=4, max_restarts=cfg.rollout.max_restarts,
+                                         max_task_retries=-1).remote(
             f"actor-{i}", path, addresses, engine=container(cfg.engine), env=container(cfg.env),
             rollout=container(cfg.rollout), reward=container(cfg.reward), seed=cfg.seed + i,
             first_episode=first_episodes.get(f"actor-{i}", 0))
         for i in range(cfg.rollout.actors)
     ]
-    lora = bool(cfg.learner.get("lora") and cfg.learner.lora.get("enabled"))
-    if not gpu_engines or lora:  # GPU engines take LoRA adapters over it: small, so gloo
-        backend = "gloo" if gpu_engines else cfg.weights.backend
-        world = 1 + len(actors)
-        port = ray.get(learner.host_weight_group.remote(host, world))
-        joins = [learner.join_weight_group.remote(host, world, backend)]
-        joins += [a.join_weight_group.remote(host, port, i + 1, world, backend, cfg.weights.timeout_s)
-                  for i, a in enumerate(actors)]
-        ray.get(joins)
-    if gpu_engines:  # full weights over vLLM's weight-transfer engine, opened at the first sync
-        ray.get(learner.attach_actors.remote(actors, [cfg.engine.tensor_parallel_size] * len(actors), host))
-    else:
-        ray.get(learner.attach_actors.remote(actors))
+    engine_ranks = [cfg.engine.tensor_parallel_size] * len(actors) if gpu_engines else None
+    ray.get(learner.connect_actors.remote(actors, host, cfg.weights.backend, engine_ranks))
     return System(shards, learners, actors, run_dir)
 
 

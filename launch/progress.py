@@ -20,6 +20,7 @@ class Progress:
         self.actors, self.learner, self.shards = actors, learner, shards
         self.outcomes: list[bool] = []
         self._cursor = [0] * len(actors)
+        self._instances: list[str | None] = [None] * len(actors)
         self.t0 = time.time()
         self.console = Console(highlight=False, soft_wrap=True)  # one line per update, even in a log
         self.wandb = None
@@ -30,11 +31,14 @@ class Progress:
             self.wandb = wandb.init(project=wandb_cfg["project"], dir=run_dir, mode=mode, config=config)
 
     def poll(self) -> dict:
+        actor_stats = ray.get([a.stats.remote() for a in self.actors])
+        for i, s in enumerate(actor_stats):
+            if s["instance"] != self._instances[i]:  # Ray restarted it: its outcomes count from 0
+                self._instances[i], self._cursor[i] = s["instance"], 0
         new = ray.get([a.outcomes.remote(c) for a, c in zip(self.actors, self._cursor)])
         for i, chunk in enumerate(new):
             self._cursor[i] += len(chunk)
             self.outcomes.extend(chunk)
-        actor_stats = ray.get([a.stats.remote() for a in self.actors])
         shard_stats = ray.get([s.stats.remote() for s in self.shards])
         learner = ray.get(self.learner.stats.remote())
         errors = [s["error"] for s in actor_stats + [learner] if s.get("error")]

@@ -10,13 +10,11 @@ decision, so no rank ever waits in a collective that another has left. Each rank
 batch (its own RNG stream); rank 0 alone talks to the actors.
 
 Every `sync_every` steps rank 0 bumps the policy version and broadcasts the weights (not the
-value head) over the weight-plane group; the control side (the actors' `update_weights` Ray
-calls) has a timeout. Under ZeRO-3 every rank gathers the parameters for the broadcast. With
-`lora.enabled` the policy is wrapped with peft before DeepSpeed sees it (only the adapter
-trains) and the sync is learner/lora_sender.py's: the base once, then only the adapter. Actors
-whose engines run on GPUs (`attach_actors(..., engine_ranks=...)`) take full weights over vLLM's
-weight-transfer engine instead (learner/vllm_weight_sync.py); a LoRA policy's base too, once,
-while its adapters still travel over the weight group.
+value head) through its WeightPlane (learner/weight_plane.py: the actors, their group, the
+sender for CPU or GPU engines, with or without LoRA, and the recovery from a dead actor); the
+control side has a timeout. Under ZeRO-3 every rank gathers the parameters for the broadcast.
+With `lora.enabled` the policy is wrapped with peft before DeepSpeed sees it (only the adapter
+trains).
 
 Snapshots (learner/snapshot.py) every `snapshot.every` steps and when stopped. With
 `resume_from` every rank restores its DeepSpeed state and RNG streams; rank 0 also the step,
@@ -44,13 +42,10 @@ from buffer.sharded import ShardedSampleClient
 from learner import deepspeed_setup
 from learner.algorithms import make_objective
 from learner.episode_items import episode_items
-from learner.lora import base_tensors, lora_settings, wrap_lora
-from learner.lora_sender import LoraSender
+from learner.lora import lora_settings, wrap_lora
 from learner.pacing import Pacing
 from learner.snapshot import load_snapshot, save_snapshot
-from learner.vllm_weight_sync import VLLMWeightSync
-from learner.weight_group import host_store, open_weight_group
-from learner.weight_sender import WeightSender
+from learner.weight_plane import WeightPlane
 
 GO, WAIT, STOP = 1, 0, -1
 
@@ -86,10 +81,8 @@ class Learner:
         self.sampler = ShardedSampleClient(shard_addresses)
         self.sampler.rng = self.rng  # one stream for the cross-shard split: snapshots restore it
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
-        self.actors: list = []
-        self.sender: WeightSender | LoraSender | VLLMWeightSync | None = None
-        self._gpu_engines: tuple[list[int], str] | None = None  # (workers per engine, host)
-        self._group = self._store = None
+        self.plane = WeightPlane(self._policy(), lora=self.lora is not None, timeout_s=weights["timeout_s"],
+                                 bucket_bytes=weights["bucket_mb"] << 20)
 
         self.step = 0
         self.policy_version = 0
@@ -108,28 +101,15 @@ class Learner:
         self._thread: threading.Thread | None = None
 
     # ---- weight plane (rank 0) --------------------------------------------------------------
-    def host_weight_group(self, host: str, world_size: int) -> int:
-        self._store = host_store(host, world_size, self.weights_cfg["timeout_s"])
-        return self._store.port
-
-    def join_weight_group(self, host: str, world_size: int, backend: str | None = None) -> None:
-        self._group = open_weight_group(host, self._store.port, 0, world_size, backend or self.weights_cfg["backend"],
-                                        self.weights_cfg["timeout_s"], store=self._store)
-
-    def attach_actors(self, actors: list, engine_ranks: list[int] | None = None, host: str | None = None) -> None:
-        """The actors to sync. `engine_ranks` (workers per actor's engine) marks GPU engines,
-        synced over vLLM's weight-transfer engine from `host` instead of the weight group."""
-        self.actors = list(actors)
-        if engine_ranks is not None:
-            self._gpu_engines = (list(engine_ranks), host)
+    def connect_actors(self, actors: list, host: str, backend: str, engine_ranks: list[int] | None = None) -> None:
+        """Rank 0: the actors to sync and the weight group joining them (learner/weight_plane.py);
+        `engine_ranks` (workers per actor's engine) marks GPU engines."""
+        self.plane.connect(actors, host, backend, engine_ranks)
 
     def _policy(self) -> torch.nn.Module:
         """The module the actors serve: the LM without PPO's value head."""
         module = self.engine.module
         return getattr(module, "lm", module)
-
-    def _named_params(self) -> dict[str, torch.Tensor]:
-        return {n: p.data for n, p in self._policy().named_parameters()}
 
     @contextlib.contextmanager
     def _gathered(self):
@@ -142,35 +122,15 @@ class Learner:
         with deepspeed.zero.GatheredParameters(list(self._policy().parameters()), modifier_rank=None):
             yield
 
-    def _gpu_sync(self, named) -> VLLMWeightSync:
-        engine_ranks, host = self._gpu_engines
-        return VLLMWeightSync(named, self.actors, engine_ranks, host, self.weights_cfg["timeout_s"])
-
     def sync_weights(self) -> int:
-        """Broadcast the current weights as a new policy version to every attached actor.
+        """Broadcast the current weights as a new policy version to every connected actor.
         Collective over the learner ranks under ZeRO-3 (call it on every rank)."""
         version = self.policy_version + 1
         t0 = time.perf_counter()
         with self._gathered():
-            if self.rank == 0 and self.actors and self.lora is not None:
-                if self.sender is None:
-                    policy = self._policy()
-                    base_sync = self._gpu_sync(lambda: base_tensors(policy)) if self._gpu_engines else None
-                    self.sender = LoraSender(self._group, policy, self.weights_cfg["bucket_mb"] << 20,
-                                             self.weights_cfg["timeout_s"], base_sync=base_sync)
-                self._last["sync_bytes"] = self.sender.sync(self.actors, version)
-            elif self.rank == 0 and self.actors and self._gpu_engines is not None:
-                if self.sender is None:
-                    self.sender = self._gpu_sync(self._named_params)
-                self._last["sync_bytes"] = self.sender.sync(version)
-            elif self.rank == 0 and self.actors:
-                named = self._named_params()
-                if self.sender is None:
-                    self.sender = WeightSender(self._group, named, self.weights_cfg["bucket_mb"] << 20)
-                refs = [a.update_weights.remote(version, self.sender.layout) for a in self.actors]
-                sent = self.sender.send(named, version)
-                ray.get(refs, timeout=self.weights_cfg["timeout_s"])
-                self._last["sync_bytes"] = sent
+            if self.rank == 0 and self.plane.actors:
+                self._last["sync_bytes"] = self.plane.sync(version)
+                self._stats["weight_plane_rebuilds"] = self.plane.rebuilds
         self.policy_version = version
         self._stats["weight_syncs"] += 1
         self._last["sync_s"] = time.perf_counter() - t0
@@ -188,16 +148,16 @@ class Learner:
         if self._thread is not None:
             self._thread.join(timeout=300)
         self.sampler.close()
-        if isinstance(self.sender, VLLMWeightSync):
-            self.sender.close()  # its NCCL group
+        self.plane.close()
         return self.stats()
 
     def save_snapshot(self) -> str:
         """Collective: every rank writes its DeepSpeed shard; rank 0 the model and its state."""
         state = {"step": self.step, "policy_version": self.policy_version, "counters": dict(self._stats),
                  "numpy_rng": self.rng.bit_generator.state}
-        if self.rank == 0 and self.actors:  # so a resumed run's actors go on with new seeds
-            samplers = ray.get([a.sampler_state.remote() for a in self.actors], timeout=self.weights_cfg["timeout_s"])
+        if self.rank == 0 and self.plane.actors:  # so a resumed run's actors go on with new seeds
+            samplers = ray.get([a.sampler_state.remote() for a in self.plane.actors],
+                               timeout=self.weights_cfg["timeout_s"])
             state["task_samplers"] = {s["actor_id"]: s["episodes_started"] for s in samplers}
         path = save_snapshot(self.snapshot_cfg["dir"], self.engine, self._policy(), self.tokenizer, state,
                              keep=self.snapshot_cfg["keep"], rank=self.rank)

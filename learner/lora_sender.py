@@ -24,8 +24,8 @@ from learner.weight_sender import WeightSender
 
 
 class LoraSender:
-    def __init__(self, group, policy, bucket_bytes: int, timeout_s: float, base_sync=None):
-        self.group, self.policy, self.base_sync = group, policy, base_sync
+    def __init__(self, group, policy, bucket_bytes: int, timeout_s: float, base_sync=None, generation: int = 0):
+        self.group, self.policy, self.base_sync, self.generation = group, policy, base_sync, generation
         self.bucket_bytes, self.timeout_s = bucket_bytes, timeout_s
         self.adapter_config = adapter_config(policy)
         self.base_sent = False
@@ -43,11 +43,12 @@ class LoraSender:
         if not self.base_sent:
             named = base_tensors(self.policy)
             base = WeightSender(self.group, named, self.bucket_bytes)  # once: buffers not kept
-            refs = [a.update_weights.remote(version - 1, base.layout) for a in actors]
+            refs = [a.update_weights.remote(version - 1, base.layout, self.generation) for a in actors]
             self.last["base_bytes"] = base.send(named, version - 1)
             ray.get(refs, timeout=self.timeout_s)
             self.base_sent = True
-        refs = [a.update_adapter.remote(version, self._adapter.layout, self.adapter_config) for a in actors]
+        refs = [a.update_adapter.remote(version, self._adapter.layout, self.adapter_config, self.generation)
+                for a in actors]
         sent = self._adapter.send(adapter_tensors(self.policy), version)
         ray.get(refs, timeout=self.timeout_s)
         self.last["adapter_bytes"] = sent

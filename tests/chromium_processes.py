@@ -28,3 +28,19 @@ def browsers_gone(timeout_s: float = 30.0) -> list[int]:
     while (alive := browser_pids()) and time.monotonic() < deadline:
         time.sleep(0.2)
     return alive
+
+
+def flywheel_browsers(timeout_s: float = 30.0) -> list[int]:
+    """Pids of Chromium processes on this machine that a BrowserHandle started (they carry its
+    `--flywheel-browser=` marker) still alive after a bounded wait, wherever their parent is
+    (Ray workers' browsers are not this process's children)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = []
+        for p in psutil.process_iter(["pid", "cmdline", "status"]):
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(
+                    a.startswith("--flywheel-browser=") for a in p.info["cmdline"] or ()):
+                alive.append(p.info["pid"])
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.5)
