@@ -1,4 +1,5 @@
-"""What a run shows while it runs and leaves when it ends: a progress line, W&B, a JSON summary.
+"""What a run shows while it runs and leaves when it ends: a progress line, W&B, a JSON summary
+and the learning curve (launch/curve.py).
 
 Success figures are over finished episodes in the order the launcher collected them from the
 actors (per actor in finishing order; across actors, interleaved by poll), so `success_first_100`
@@ -14,11 +15,14 @@ import time
 import ray
 from rich.console import Console
 
+from launch.curve import save_curve
+
 
 class Progress:
     def __init__(self, actors, learner, shards, *, wandb_cfg: dict | None, run_dir: str, config: dict):
         self.actors, self.learner, self.shards = actors, learner, shards
         self.outcomes: list[bool] = []
+        self.losses: list[tuple[int, float]] = []  # (learner step, loss) at each poll
         self._cursor = [0] * len(actors)
         self._instances: list[str | None] = [None] * len(actors)
         self.t0 = time.time()
@@ -44,6 +48,8 @@ class Progress:
         errors = [s["error"] for s in actor_stats + [learner] if s.get("error")]
         if errors:
             raise RuntimeError(f"a component died: {errors}")
+        if learner.get("loss") is not None and (not self.losses or self.losses[-1][0] != learner["step"]):
+            self.losses.append((learner["step"], float(learner["loss"])))
         last = self.outcomes[-100:]
         first = self.outcomes[:100]
         return {
@@ -80,7 +86,8 @@ class Progress:
                 "learner_step", "replay_steps", "env_steps", "tokens_generated", "minutes")
         out = {k: (round(fig[k], 4) if isinstance(fig[k], float) else fig[k]) for k in keys}
         with open(path, "w") as f:
-            json.dump({**out, "outcomes": self.outcomes}, f)
+            json.dump({**out, "outcomes": self.outcomes, "losses": self.losses}, f)
+        save_curve(os.path.join(os.path.dirname(path), "curve.png"), self.outcomes, self.losses)
         if self.wandb is not None:
             self.wandb.summary.update(out)
             self.wandb.finish()

@@ -1,0 +1,43 @@
+"""`python launch/cluster.py` as a user runs it, briefly: it ends by itself, prints one JSON line,
+and leaves summary.json and the learning curve in its run directory, and no browser behind."""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from launch.curve import moving_mean
+from tests.chromium_processes import flywheel_browsers
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(900)
+
+
+def test_moving_mean_over_the_last_window():
+    np.testing.assert_allclose(moving_mean([1, 0, 1, 1, 0], 2), [1.0, 0.5, 0.5, 1.0, 0.5])
+    np.testing.assert_allclose(moving_mean([True, False, True], 10), [1.0, 0.5, 2 / 3])
+    assert moving_mean([], 5).size == 0
+
+
+def test_a_short_run_ends_by_itself_with_its_summary_and_curve():
+    run_dir = Path(tempfile.mkdtemp(prefix="fwrun", dir="/tmp"))  # Ray's socket paths must stay short
+    try:
+        cmd = [sys.executable, "launch/cluster.py", "+exp=webgym", f"run.dir={run_dir}", "run.max_minutes=1",
+               "run.progress_every_s=5", "cluster.dashboard=false", "logger.wandb.enabled=false",
+               "rollout.slots=2", "learner.batch_size=8", "learner.min_replay_steps=4", "learner.sync_every=3"]
+        proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        last = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert last["episodes"] > 0 and last["learner_step"] > 0 and last["weight_updates"] > 0
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert len(summary["outcomes"]) == summary["episodes"] == last["episodes"]
+        assert summary["losses"] and all(step > 0 for step, _ in summary["losses"])
+        assert (run_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert not flywheel_browsers(), "a browser outlived the run"
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
