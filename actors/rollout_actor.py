@@ -13,13 +13,16 @@ weights (update_adapter), is written as a PEFT adapter directory under the run d
 (actors/lora_adapter.py) and served from then on as a vLLM LoRA request.
 
 A finished episode becomes a Trajectory, is scored by the configured reward and is inserted
-into the shard chosen by its traj_id. An episode whose page crashed or hung ends with outcome
+into the shard its group_id (else its traj_id) routes to (buffer/sharded.py). An episode whose page crashed or hung ends with outcome
 "unknown" (success False) and is still sent; its slot gets a fresh context (the browser is
 relaunched if it died) and the actor goes on. New episodes start only while the staleness gate
-admits them (actors/staleness.py) and the actor is started and not paused.
+admits them (actors/staleness.py) and the actor is started and not paused. A process Ray
+restarted (launch sets max_restarts) waits, unstarted, until the learner's next sync brings it
+into a new weight group and starts it (learner/weight_plane.py).
 
 NOT guaranteed: episodes in progress at stop() are dropped (not sent); an episode whose page
-failed before its first step has nothing to send (counted as episodes_lost_at_reset).
+failed before its first step has nothing to send (counted as episodes_lost_at_reset); the
+episodes a killed process had in progress are lost with it.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class RolloutActor:
                  first_episode: int = 0):
         self.actor_id = actor_id
         self.instance = uuid.uuid4().hex  # a process Ray restarted is a new instance of the actor
+        self.restarted = _restarted_by_ray()
         self.rollout = dict(rollout)
         constraint_mode(self.rollout)  # a bad or conflicting constraint key fails here
         self.env_cfg = dict(env)
@@ -186,7 +190,8 @@ class RolloutActor:
             s["browser_relaunches"] = self.browser.relaunches
         for outcome in ("correct", "incorrect", "unknown"):
             s[f"episodes_{outcome}"] = self._outcomes.count(outcome)
-        s.update(actor_id=self.actor_id, instance=self.instance, policy_version=self.engine.policy_version,
+        s.update(actor_id=self.actor_id, instance=self.instance, restarted=self.restarted,
+                 policy_version=self.engine.policy_version,
                  learner_version=self.gate.learner_version, staleness_lag=self.gate.lag(),
                  error=repr(self._error) if self._error else None)
         return s
@@ -284,7 +289,7 @@ class RolloutActor:
                 f.result()
             self.loop = RolloutLoop(self.engine, self.browser, slots, rollout=self.rollout,
                                     sampler=self.sampler, finish=self._finish, metrics=self.metrics,
-                                    seed_key=f"{self.seed}:{self.actor_id}",
+                                    seed_key=self._seed_key(),
                                     ref_mode=env.get("ref_mode", "text"))
             self.loop.stats["episodes_started"] = self.first_episode
         except Exception as e:  # noqa: BLE001 - re-raised in the constructor
@@ -304,6 +309,12 @@ class RolloutActor:
             with self._calls_lock:
                 self._loop_done = True
                 self._drain_calls()  # calls queued before the loop ended still run
+
+    def _seed_key(self) -> str:
+        # A restarted process counts its episodes from `first_episode` again: a key of its own
+        # keeps it from replaying its predecessor's task seeds (each trajectory records its seed).
+        key = f"{self.seed}:{self.actor_id}"
+        return f"{key}:{self.instance}" if self.restarted else key
 
     def _run(self, loop: RolloutLoop) -> None:
         while not self._stop.is_set():
@@ -347,3 +358,12 @@ class RolloutActor:
             self._acks[status] = self._acks.get(status, 0) + 1
             if status == "stored":
                 self._inserted.append(traj_id)
+
+
+def _restarted_by_ray() -> bool:
+    """Whether this is a Ray actor whose process Ray restarted (False outside Ray)."""
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    return ray.get_runtime_context().was_current_actor_reconstructed

@@ -46,7 +46,7 @@ def test_a_killed_rollout_actor_comes_back_with_the_current_weights(system):
              "episodes from the restarted actor", check=learner_alive)
     after = ray.get(actor.stats.remote())
     assert pid_of(actor) != pid
-    assert after["instance"] != before["instance"]
+    assert after["instance"] != before["instance"] and after["restarted"] and not before["restarted"]
     assert after["weight_updates"] >= 1 and after["error"] is None
     version = ray.get(learner.stats.remote())["policy_version"]
     assert 1 <= after["policy_version"] <= version
