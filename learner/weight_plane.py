@@ -12,9 +12,9 @@ A dead actor breaks a sync (its broadcast peer is gone, its Ray call fails). Ray
 included, sends the weights again (a LoRA policy's base too) and starts the actors, which is
 how a restarted actor gets the current weights before it generates.
 
-NOT guaranteed: thread safety (the learner's loop thread alone syncs); a restarted actor begins
-again from the episode counter it was first given, so it replays task seeds its predecessor used;
-if the restart takes longer than `timeout_s`, or the sync fails a second time, the error is raised.
+NOT guaranteed: thread safety (the learner's loop thread alone syncs); if the restart takes
+longer than `timeout_s`, or the sync fails a second time, the error is raised; recovery of GPU
+engines (an NCCL broadcast to a dead engine cannot be interrupted from here).
 """
 
 from __future__ import annotations
