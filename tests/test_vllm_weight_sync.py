@@ -81,12 +81,16 @@ def test_sync_reaches_two_gpu_engines_over_the_weight_transfer_engine(tmp_path):
     from learner.vllm_weight_sync import VLLMWeightSync
 
     model_path = str(build_tiny_model(TinyModelSpec(), tmp_path / "model"))
-    ray.init(num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=False)
+    # The learner (this process) on the last GPU; Ray hands the others (ids 0..n-2) to the
+    # engines, so no two NCCL ranks share a device.
+    learner_gpu = torch.cuda.device_count() - 1
+    torch.cuda.set_device(learner_gpu)
+    ray.init(num_gpus=learner_gpu, include_dashboard=False, log_to_driver=False)
     try:
         hosts = [ray.remote(EngineHost).options(num_gpus=1, max_concurrency=4).remote(model_path) for _ in range(2)]
         ray.get([h.version.remote() for h in hosts])
         torch.manual_seed(1)
-        policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).cuda()
+        policy = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(f"cuda:{learner_gpu}")
         with torch.no_grad():
             for p in policy.parameters():  # far from the file the engines loaded
                 p.add_(torch.randn_like(p) * 0.5)
