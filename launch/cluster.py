@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,25 @@ def worker_env(run_dir: str) -> dict:
     }
 
 
+# What Ray appends below its temp dir for its longest unix socket path
+# (session_<date>_<time>_<usec>_<pid>/sockets/plasma_store), and the kernel's limit on one.
+_RAY_SOCKET_SUFFIX, _UNIX_PATH_MAX = 66, 107
+
+
+def ray_temp_dir(run_dir: str) -> str:
+    """Where Ray keeps its session (logs, sockets): `<run_dir>/ray`, unless the socket paths under
+    it would pass the unix limit (a deep checkout); then a short directory under /tmp, linked as
+    `<run_dir>/ray` so the run's logs are still found there."""
+    path = os.path.abspath(os.path.join(run_dir, "ray"))
+    if len(path) + _RAY_SOCKET_SUFFIX <= _UNIX_PATH_MAX:
+        return path
+    if os.path.islink(path):
+        return os.readlink(path)
+    short = tempfile.mkdtemp(prefix="fw-ray-", dir="/tmp")
+    os.symlink(short, path)
+    return short
+
+
 def start_ray(cfg: DictConfig, run_dir: str) -> None:
     env = {"env_vars": worker_env(run_dir)}
     if cfg.cluster.address:  # join: num_cpus must not be passed with an address
@@ -120,7 +140,7 @@ def start_ray(cfg: DictConfig, run_dir: str) -> None:
         return
     ray.init(namespace=cfg.cluster.namespace, runtime_env=env, include_dashboard=cfg.cluster.dashboard,
              dashboard_host="127.0.0.1", dashboard_port=cfg.cluster.dashboard_port,
-             _temp_dir=os.path.join(run_dir, "ray"), log_to_driver=False)
+             _temp_dir=ray_temp_dir(run_dir), log_to_driver=False)
 
 
 def start_shards(cfg: DictConfig, host: str) -> tuple[list, list[str], list[str]]:

@@ -2,6 +2,7 @@
 and leaves summary.json and the learning curve in its run directory, and no browser behind."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -41,3 +42,20 @@ def test_a_short_run_ends_by_itself_with_its_summary_and_curve():
         assert not flywheel_browsers(), "a browser outlived the run"
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def test_ray_keeps_its_session_in_the_run_dir_unless_its_socket_paths_would_be_too_long(tmp_path):
+    from launch.cluster import ray_temp_dir
+
+    short = Path(tempfile.mkdtemp(prefix="fwr", dir="/tmp"))
+    deep = tmp_path / ("d" * 60) / "run"
+    deep.mkdir(parents=True)
+    try:
+        assert ray_temp_dir(str(short)) == str(short / "ray")
+        temp = ray_temp_dir(str(deep))
+        assert len(temp) + len("/session_2026-11-29_23-16-49_896891_4194304/sockets/plasma_store") <= 107
+        assert os.path.realpath(deep / "ray") == os.path.realpath(temp)  # the run's logs are found there
+        assert ray_temp_dir(str(deep)) == temp  # the same run again: the same place
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+        shutil.rmtree(os.path.realpath(deep / "ray"), ignore_errors=True)
