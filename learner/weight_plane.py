@@ -33,7 +33,7 @@ from learner.weight_sender import WeightSender
 log = logging.getLogger(__name__)
 
 # What a sync to an actor that died raises: Ray's actor errors and timeouts, gloo's closed
-# connections (RuntimeError), a restarted actor's "has not joined the weight group".
+# connections (RuntimeError), a restarted actor refusing a sync for a group it is not in.
 SYNC_FAILURES = (ray.exceptions.RayError, RuntimeError, TimeoutError)
 
 
