@@ -57,6 +57,7 @@ class SampleClient(Dealer):
     def request(self, op: bytes, body: dict[str, Any] | bytes) -> int:
         """Send without waiting; pair with `reply(req_id)`."""
         body = body if isinstance(body, bytes) else msgpack.packb(body, use_bin_type=True)
+        self._reconnected()  # a reconnect before this send must not make reply() send it twice
         req = self._send(op, body)
         self._open = (req, op, body)
         return req
