@@ -1,6 +1,7 @@
 """No Chromium outlives its BrowserHandle: every browser carries the handle's marker switch, and
 close() kills whatever still carries it after the graceful close."""
 
+import contextlib
 import subprocess
 import sys
 
@@ -26,14 +27,17 @@ def test_kill_marked_kills_exactly_the_marked_processes():
         doomed.kill()
 
 
-def test_close_leaves_no_marked_process_even_when_the_driver_hangs():
+def test_close_leaves_no_marked_process_nor_the_driver_even_when_the_driver_hangs():
     handle = launch_browser()
     (main,) = [pid for pid in marked(handle.marker)
                if not any(a.startswith("--type=") for a in psutil.Process(pid).cmdline())]
     driver = psutil.Process(main).parent()  # Playwright's driver: stopped, it cannot close anything
+    assert driver.pid == handle._driver.pid
     driver.suspend()
     try:
         handle.close()
         assert marked(handle.marker) == []
+        assert not driver.is_running() or driver.status() == psutil.STATUS_ZOMBIE
     finally:
-        driver.kill()
+        with contextlib.suppress(psutil.Error):
+            driver.kill()

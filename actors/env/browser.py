@@ -17,8 +17,8 @@ death relaunch it once.
 
 Every browser this handle launches carries a marker switch (`--flywheel-browser=<id>`, which
 Chromium ignores), so `close()` can make sure none outlives it: after the graceful close (which
-on a loaded machine can time out, leaving the driver or the browser behind) it kills whatever
-process still carries the marker.
+on a loaded machine can time out, leaving the driver or the browser behind) it kills Playwright's
+driver if it is still running and whatever process still carries the marker.
 
 NOT guaranteed: that a relaunch succeeds (it raises like the first launch did); contexts of a
 dead browser are not revived (each owner makes a new one); a coroutine still running when
@@ -60,6 +60,7 @@ class BrowserHandle:
         self.relaunches = 0
         self._closed = False
         self._pw = None
+        self._driver: psutil.Process | None = None  # Playwright's driver process, once found
         self._browser: Browser | None = None
         self._lock: asyncio.Lock | None = None
         self._work: set[concurrent.futures.Future] = set()  # submitted, not done
@@ -101,8 +102,21 @@ class BrowserHandle:
                 asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(3 * CLOSE_TIMEOUT_S + 5)
         finally:
             self._closed = True
+            self._kill_driver()  # a driver that hung through the graceful close
             self._stop_thread()
             kill_marked(self.marker)
+
+    def _kill_driver(self) -> None:
+        if self._driver is None:
+            return
+        with contextlib.suppress(psutil.Error):
+            if self._driver.is_running():
+                self._driver.kill()
+                self._driver.wait(CLOSE_TIMEOUT_S)
+                # Let Playwright's transport see the pipe close before the loop stops.
+                with contextlib.suppress(Exception):
+                    asyncio.run_coroutine_threadsafe(asyncio.sleep(0.2), self._loop).result(5)
+        _DRIVERS.discard(self._driver.pid)
 
     def __enter__(self) -> Self:
         return self
@@ -134,7 +148,9 @@ class BrowserHandle:
 
     async def _start(self) -> None:
         self._lock = asyncio.Lock()
+        before = {c.pid for c in psutil.Process().children()}
         self._pw = await async_playwright().start()
+        self._driver = _new_driver(before)
         try:
             self._browser = await self._launch()
         except BaseException:
@@ -161,6 +177,23 @@ class BrowserHandle:
         self._thread.join(timeout=CLOSE_TIMEOUT_S)
         if not self._thread.is_alive():
             self._loop.close()
+
+
+_DRIVERS: set[int] = set()  # driver pids claimed by the handles of this process
+
+
+def _new_driver(before: set[int]) -> psutil.Process | None:
+    """Playwright's driver that the start which `before` preceded launched: a new child of this
+    process running the driver, not claimed by another handle (None if it cannot be told)."""
+    found = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if child.pid not in before and child.pid not in _DRIVERS and "run-driver" in child.cmdline():
+                found.append(child)
+    if len(found) != 1:
+        return None
+    _DRIVERS.add(found[0].pid)
+    return found[0]
 
 
 def launch_browser(executable_path: str = CHROMIUM, headless: bool = True) -> BrowserHandle:
