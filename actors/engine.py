@@ -150,11 +150,7 @@ class VLLMEngine:
         Raises EngineBusy while requests are in flight, as load_weights does."""
         if self._in_flight:
             raise EngineBusy(f"{len(self._in_flight)} requests in flight")
-        request = self.adapters.next(path, version)
-        self.llm.llm_engine.add_lora(request)  # loaded now, so a bad adapter fails here
-        old = self.adapters.swap(request)
-        if old is not None:
-            self.llm.llm_engine.remove_lora(old)
+        self.adapters.load(path, version, self.llm.llm_engine.add_lora, self.llm.llm_engine.remove_lora)
         self.llm.reset_prefix_cache()
         self.policy_version = version
 

@@ -146,14 +146,13 @@ class AsyncVLLMEngine:
         Raises EngineBusy while requests are in flight."""
         if self._in_flight:
             raise EngineBusy(f"{len(self._in_flight)} requests in flight")
-        request = self.adapters.next(path, version)
-        if not self._run(self.llm.add_lora(request)):  # loaded now, so a bad adapter fails here
-            raise RuntimeError(f"vLLM did not load the adapter in {path}")
-        old = self.adapters.swap(request)
-        if old is not None:
-            self._run(self.llm.remove_lora(old))
+        self.adapters.load(path, version, self._add_lora, lambda lora_id: self._run(self.llm.remove_lora(lora_id)))
         self._run(self.llm.reset_prefix_cache())
         self.policy_version = version
+
+    def _add_lora(self, request) -> None:
+        if not self._run(self.llm.add_lora(request)):
+            raise RuntimeError(f"vLLM did not load the adapter in {request.lora_path}")
 
     def init_weight_transfer(self, init_info: dict) -> None:
         from vllm.distributed.weight_transfer.base import WeightTransferInitRequest

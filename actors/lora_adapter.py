@@ -50,7 +50,8 @@ class AdapterRequests:
     """The LoRA request an engine serves every request with, one per adapter version.
 
     Each version gets a new adapter id: vLLM caches adapters by id, so reusing one would keep
-    serving the old weights. The engine adds the new adapter, then removes the previous one.
+    serving the old weights. `load` adds the new adapter through the engine's call, then removes
+    the previous one.
     """
 
     def __init__(self, enabled: bool):
@@ -58,16 +59,16 @@ class AdapterRequests:
         self.current = None  # the vllm LoRARequest now served, None before the first adapter
         self._ids = itertools.count(1)
 
-    def next(self, path: str, version: int):
-        """The request for the adapter in `path` as policy `version` (not yet current)."""
+    def load(self, path: str, version: int, add, remove) -> None:
+        """Serve the adapter in `path` as policy `version` from now on: `add(request)` loads it
+        into the engine (raising if it cannot), then `remove(lora_id)` drops the one it replaces."""
         from vllm.lora.request import LoRARequest
 
         if not self.enabled:
             raise RuntimeError("a LoRA adapter was sent to an engine started without engine.enable_lora")
         lora_id = next(self._ids)
-        return LoRARequest(f"policy-v{version}-{lora_id}", lora_id, str(path))
-
-    def swap(self, request) -> int | None:
-        """Make `request` current; returns the id of the one it replaces (to remove), if any."""
+        request = LoRARequest(f"policy-v{version}-{lora_id}", lora_id, str(path))
+        add(request)  # loaded now, so a bad adapter fails here and the current one stays
         old, self.current = self.current, request
-        return old.lora_int_id if old is not None else None
+        if old is not None:
+            remove(old.lora_int_id)

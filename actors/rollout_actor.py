@@ -13,9 +13,9 @@ weights (update_adapter), is written as a PEFT adapter directory under the run d
 (actors/lora_adapter.py) and served from then on as a vLLM LoRA request.
 
 A finished episode becomes a Trajectory, is scored by the configured reward and is inserted
-into the shard its group_id (else its traj_id) routes to (buffer/sharded.py). An episode whose page crashed or hung ends with outcome
-"unknown" (success False) and is still sent; its slot gets a fresh context (the browser is
-relaunched if it died) and the actor goes on. New episodes start only while the staleness gate
+into the shard its group_id (else its traj_id) routes to (buffer/sharded.py). An episode whose
+page crashed or hung ends with outcome "unknown" (success False) and is still sent; its slot gets
+a fresh context (the browser is relaunched if it died) and the actor goes on. New episodes start only while the staleness gate
 admits them (actors/staleness.py) and the actor is started and not paused. A process Ray
 restarted (launch sets max_restarts) waits, unstarted, until the learner's next sync brings it
 into a new weight group and starts it (learner/weight_plane.py).
