@@ -1,6 +1,7 @@
 """A shard's state across restarts: the header its snapshots carry, and the rebuild of a
 restarted shard from its latest snapshot plus the log records written after it
-(buffer/persistence.py holds the record formats).
+(buffer/persistence.py holds the record formats), or of a fresh shard from a snapshot file that a
+learner snapshot carries.
 
 Order of the rebuild: the snapshot's counters and sampler state, its trajectories stored silently
 (its counters already count them), then the log replayed through the same insert path: inserts
@@ -13,11 +14,13 @@ Not guaranteed: meters (rates, staleness means) and the limiter's seen-diff extr
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from buffer.meters import RateMeter
+from buffer.snapshot import load_snapshot
 from buffer.wire_decode import decode
 
 if TYPE_CHECKING:
@@ -39,11 +42,14 @@ def snapshot_header(shard: ReplayShard) -> dict[str, Any]:
     }
 
 
-def restore(shard: ReplayShard) -> None:
+def restore(shard: ReplayShard) -> bool:
+    """Rebuild `shard` from its own directory; False when that held nothing (a first start)."""
     header, items, records = shard.durability.restore()
-    if header is not None:
+    found = header is not None
+    if found:
         _restore_header(shard, header, items)
     for rec in records:
+        found = True
         kind = rec.get("kind")
         if kind == "ins":
             traj = decode(rec["frame"], _RESTORE_MAX_FRAME)
@@ -65,6 +71,22 @@ def restore(shard: ReplayShard) -> None:
                 shard.limiter.samples = int(rec["limiter"])
     shard.counters["restored_trajectories"] = len(shard.store)
     shard._insert_rate = RateMeter()  # replayed inserts are not ingest
+    return found
+
+
+def restore_file(shard: ReplayShard, path: Path) -> None:
+    """Rebuild an empty `shard` from one snapshot file written outside its log (the replay a
+    learner snapshot carries). A missing, truncated or corrupt file is an error: the learner
+    snapshot holding it was complete, so a silently empty replay would hide the loss."""
+    if not path.is_file():
+        raise FileNotFoundError(f"replay snapshot {path} does not exist")
+    loaded = load_snapshot(path)
+    if loaded is None:
+        raise ValueError(f"replay snapshot {path} is truncated or corrupt")
+    header, items = loaded
+    _restore_header(shard, header, items)
+    shard.counters["restored_trajectories"] = len(shard.store)
+    shard._insert_rate = RateMeter()
 
 
 def _restore_header(shard: ReplayShard, header: dict[str, Any], items: list) -> None:

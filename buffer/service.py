@@ -6,20 +6,27 @@ updates go over the ZMQ server this actor starts in a background thread.
 
 `replay` is a ReplayConfig map (configs/buffer/*.yaml); the explicit capacity / success_only /
 max_frame_bytes arguments override its keys. With `replay["data_dir"]` set, the shard keeps its
-log and snapshots in `<data_dir>/shard-<shard_id>` and a restarted actor restores from there.
+log and snapshots in `<data_dir>/shard-<shard_id>` and a restarted actor restores from there;
+`restore_from` (a file `export_snapshot` wrote, e.g. into a learner snapshot) seeds a shard whose
+directory holds nothing, or that has none.
 
 Not guaranteed: a restarted actor binds a new port unless `port` is fixed, so callers must ask
 `address()` again after a restart (an InsertClient resends on reconnect only to the same address).
+`export_snapshot` writes on the shard's node: on a multi-node cluster the path must be on storage
+shared with the node that restores it (as DeepSpeed's checkpoints need).
 """
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 from typing import Any
 
 from buffer.schema import DEFAULT_MAX_FRAME_BYTES
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard
+from buffer.snapshot import export_snapshot
 
 
 class ShardActor:
@@ -33,12 +40,14 @@ class ShardActor:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         seed: int | None = None,
         replay: dict[str, Any] | None = None,
+        restore_from: str | None = None,
     ):
         self.shard_id = shard_id
         config = dict(replay or {})
         if config.get("data_dir"):
             config["data_dir"] = os.path.join(str(config["data_dir"]), f"shard-{shard_id}")
-        self._shard = ReplayShard(capacity, success_only=success_only, max_frame_bytes=max_frame_bytes, config=config)
+        self._shard = ReplayShard(capacity, success_only=success_only, max_frame_bytes=max_frame_bytes, config=config,
+                                  restore_from=restore_from)
         self._server = ShardServer(self._shard, host=host, port=port, seed=seed).start()
 
     def address(self) -> str:
@@ -65,6 +74,17 @@ class ShardActor:
         if started and wait_s is not None and self._shard.durability is not None:
             self._shard.durability.snapshotter.wait(wait_s)
         return started
+
+    def export_snapshot(self, path: str) -> dict[str, Any]:
+        """Write everything this shard holds to the snapshot file `path` (for a learner snapshot;
+        a shard started with `restore_from=path` comes back to it). Ingest goes on meanwhile:
+        only the view capture holds the serving thread. Returns what was written."""
+        t0 = time.perf_counter()
+        with self._server.lock:
+            view = self._shard.export_view()
+        final = export_snapshot(Path(path), view)
+        return {"path": str(final), "trajectories": len(view[1]), "bytes": final.stat().st_size,
+                "seconds": time.perf_counter() - t0}
 
     def stop(self) -> None:
         """Stop the ZMQ server and close the log (the Ray actor itself stays until killed).

@@ -12,7 +12,8 @@ Not guaranteed:
   traj_id is stored again. A duplicate of a filtered trajectory is filtered (and counted) again.
 - With `data_dir`, an insert is durable once `commit()` returned (`insert(sync=True)`, the
   default, commits at once; the server inserts with sync=False and replies once the log writer
-  has made the batch durable). Without `data_dir` nothing survives the process.
+  has made the batch durable). Without `data_dir` nothing survives the process (one started with
+  `restore_from` comes back to that file's state, not to what it held when it died).
 - `sample()` items keep the thin shard's keys (loss_weight is the importance weight, 1.0 by
   default); keys, probabilities and priorities travel beside them on the returned SampleItems.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,7 @@ from buffer.limiter import RateLimiter
 from buffer.meters import RateMeter, RunningMean
 from buffer.persistence import Durability
 from buffer.recency import Recency
-from buffer.restore import restore, snapshot_header
+from buffer.restore import restore, restore_file, snapshot_header
 from buffer.sampler import PrioritizedSampler
 from buffer.schema import Trajectory, WireError, encode
 from buffer.storage import TrajectoryStore
@@ -58,8 +60,12 @@ class ReplayShard:
         success_only: bool | None = None,
         max_frame_bytes: int | None = None,
         config: ReplayConfig | dict[str, Any] | None = None,
+        restore_from: str | Path | None = None,
     ):
-        """Explicit capacity / success_only / max_frame_bytes override the same keys of config."""
+        """Explicit capacity / success_only / max_frame_bytes override the same keys of config.
+        `restore_from`: a snapshot file (a learner snapshot's copy of this shard) to start from
+        when the shard's own directory holds nothing; with a data_dir, that state is made durable
+        there (a snapshot, waited for) before the shard serves."""
         cfg = config if isinstance(config, ReplayConfig) else ReplayConfig.from_dict(config)
         explicit = {"capacity": capacity, "success_only": success_only, "max_frame_bytes": max_frame_bytes}
         cfg = ReplayConfig.from_dict(cfg.to_dict(), **{k: v for k, v in explicit.items() if v is not None})
@@ -83,6 +89,7 @@ class ReplayShard:
         self._staleness = RunningMean()
         self.durability: Durability | None = None
         self._last_capture_ms: float | None = None
+        self.restored_from: str | None = None  # "log" (its own directory), "snapshot" (restore_from)
         if cfg.data_dir is not None:
             self.durability = Durability(
                 cfg.data_dir,
@@ -91,7 +98,13 @@ class ReplayShard:
                 snapshot_every_s=cfg.snapshot_every_s,
                 snapshot_every_inserts=cfg.snapshot_every_inserts,
             )
-            restore(self)
+            if restore(self):
+                self.restored_from = "log"
+        if restore_from is not None and self.restored_from is None:
+            restore_file(self, Path(restore_from))
+            self.restored_from = "snapshot"
+            if self.durability is not None:
+                self._persist_restored()
 
     def __len__(self) -> int:
         return len(self.store)
@@ -335,7 +348,8 @@ class ReplayShard:
                 snapshot_capture_ms_last=self._last_capture_ms,
                 snapshot_capture_ms_max=c["snapshot_capture_us_max"] / 1000,
             )
-            stats["restored_trajectories"] = c["restored_trajectories"]
+        stats["restored_from"] = self.restored_from
+        stats["restored_trajectories"] = c["restored_trajectories"]
         return stats
 
     # --- durability ---
@@ -345,13 +359,36 @@ class ReplayShard:
         d = self.durability
         if d is None or not (force or d.snapshot_due()):
             return False
-        header = snapshot_header(self)
         t0 = time.perf_counter()
-        started = d.start_snapshot(header, self.store.records(), self.sampler.snapshot_priorities())
+        started = d.start_snapshot(*self.snapshot_view())
+        self._captured(t0)
+        return started
+
+    def snapshot_view(self) -> tuple[dict[str, Any], list, np.ndarray]:
+        """(header, stored records, a copy of the priorities by slot): what a snapshot writes,
+        safe to write from another thread once taken. Call under the lock."""
+        return snapshot_header(self), self.store.records(), self.sampler.snapshot_priorities()
+
+    def export_view(self) -> tuple[dict[str, Any], list, np.ndarray]:
+        """snapshot_view() for a snapshot outside the log, with its capture time in the stats."""
+        t0 = time.perf_counter()
+        view = self.snapshot_view()
+        self._captured(t0)
+        return view
+
+    def _captured(self, t0: float) -> None:
         ms = 1000 * (time.perf_counter() - t0)  # how long the view capture held the serving thread
         self.counters["snapshot_capture_us_max"] = max(self.counters["snapshot_capture_us_max"], int(1000 * ms))
         self._last_capture_ms = ms
-        return started
+
+    def _persist_restored(self) -> None:
+        """Write what restore_file brought into this shard's (empty) directory before serving:
+        until then a restart would find nothing there of it."""
+        self.maybe_snapshot(force=True)
+        snapshotter = self.durability.snapshotter
+        snapshotter.wait()
+        if snapshotter.last_error is not None:
+            raise RuntimeError(f"could not persist the restored replay: {snapshotter.last_error}")
 
     def close(self) -> None:
         if self.durability is not None:

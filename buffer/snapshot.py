@@ -61,8 +61,19 @@ def write_snapshot(
     items: Iterable[tuple[Trajectory, np.ndarray]],
     fsync: bool = True,
 ) -> Path:
-    tmp = directory / f"snapshot-{covers:08d}.tmp"
-    final = directory / f"snapshot-{covers:08d}.snap"
+    return write_snapshot_file(directory / f"snapshot-{covers:08d}.snap", covers, header, items, fsync)
+
+
+def write_snapshot_file(
+    final: Path,
+    covers: int,
+    header: dict[str, Any],
+    items: Iterable[tuple[Trajectory, np.ndarray]],
+    fsync: bool = True,
+) -> Path:
+    """Write `final` through a temporary file beside it; `covers` = 0 for a snapshot that is not
+    part of a log (a learner snapshot's copy of the replay)."""
+    tmp = final.with_suffix(".tmp")
     count, unsynced = 0, 0
     with open(tmp, "wb", buffering=1 << 20) as f:
         f.write(frame_record(_pack({"kind": "header", "covers": covers, **header})))
@@ -83,8 +94,15 @@ def write_snapshot(
             os.fsync(f.fileno())
     os.replace(tmp, final)
     if fsync:
-        fsync_dir(directory)
+        fsync_dir(final.parent)
     return final
+
+
+def export_snapshot(path: Path, view: tuple[dict[str, Any], Sequence[Any], np.ndarray], fsync: bool = True) -> Path:
+    """Write a shard's `view` (ReplayShard.export_view) to the file `path`: a snapshot outside
+    any log, which `buffer.restore.restore_file` rebuilds a shard from."""
+    header, records, prios = view
+    return write_snapshot_file(path, 0, header, ((r.traj, prios[r.slots]) for r in records), fsync)
 
 
 def load_snapshot(path: Path) -> tuple[dict[str, Any], list[tuple[bytes, np.ndarray]]] | None:

@@ -143,18 +143,36 @@ def start_ray(cfg: DictConfig, run_dir: str) -> None:
              _temp_dir=ray_temp_dir(run_dir), log_to_driver=False)
 
 
-def start_shards(cfg: DictConfig, host: str) -> tuple[list, list[str], list[str]]:
+def replay_snapshot_files(cfg: DictConfig, resume_from: str | None) -> list[str | None]:
+    """What each shard of a resumed run starts from: the learner snapshot's `replay/shard-<i>.snap`.
+    None for every shard when there is no snapshot, `snapshot.replay` is off, or the snapshot
+    carries no replay (taken with it off); a shard whose `buffer.data_dir` holds a log of its own
+    restores from that instead (it is at least as new)."""
+    n = cfg.buffer.shards
+    if not resume_from or not cfg.snapshot.replay or not (Path(resume_from) / "replay").is_dir():
+        return [None] * n
+    saved = len(list((Path(resume_from) / "replay").glob("shard-*.snap")))
+    if saved != n:
+        raise ValueError(f"{resume_from} holds the replay of {saved} shards but buffer.shards={n}: resume with "
+                         f"buffer.shards={saved}, or with snapshot.replay=false to start from an empty replay")
+    return [str(Path(resume_from) / "replay" / f"shard-{i}.snap") for i in range(n)]
+
+
+def start_shards(cfg: DictConfig, host: str, restore_from: list[str | None] | None = None,
+                 ) -> tuple[list, list[str], list[str]]:
     """The replay shards as Ray actors, each on a port fixed here, so that when Ray restarts a
     crashed one (`buffer.max_restarts`) it comes back on the same address: the actors' insert
     clients and the learner's sample client reconnect and send again what was unanswered, and
     with `buffer.data_dir` the shard restores everything it acknowledged. Control calls made
-    while a shard restarts wait for it (max_task_retries)."""
+    while a shard restarts wait for it (max_task_retries). `restore_from[i]`: the snapshot file
+    shard i starts from (replay_snapshot_files)."""
     names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
+    restore_from = restore_from or [None] * len(names)
     shards = [
         ray.remote(ShardActor).options(name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
                                        max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
             shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host,
-            port=free_port(host), replay=replay_config(cfg))
+            port=free_port(host), replay=replay_config(cfg), restore_from=restore_from[i])
         for i, n in enumerate(names)
     ]
     return shards, names, ray.get([s.address.remote() for s in shards])
@@ -169,14 +187,14 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     check_lora(cfg)
     path = model_path(cfg)
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
-    shards, shard_names, addresses = start_shards(cfg, host)
+    resume_from = resume_path(cfg, run_dir)
+    shards, shard_names, addresses = start_shards(cfg, host, replay_snapshot_files(cfg, resume_from))
 
     ds_config = deepspeed_setup.load_config(
         project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,
         grad_accum=cfg.learner.grad_accum, lr=cfg.learner.lr, zero_stage=cfg.learner.zero_stage,
         grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps,
         schedule=cfg.learner.schedule, total_steps=cfg.learner.total_steps, min_lr_ratio=cfg.learner.min_lr_ratio)
-    resume_from = resume_path(cfg, run_dir)
     first_episodes = snapshot_state(resume_from).get("task_samplers", {}) if resume_from else {}
     kwargs = {"ds_config": ds_config, "algorithm": container(cfg.algorithm), "learner": container(cfg.learner),
               "weights": container(cfg.weights), "namespace": ns,

@@ -63,6 +63,7 @@ class Progress:
             "tokens_generated": sum(s.get("tokens", 0) for s in actor_stats),
             "replay_steps": sum(s["size_steps"] for s in shard_stats),
             "replay_trajectories": sum(s["size_trajectories"] for s in shard_stats),
+            "replay_restored": sum(s["restored_trajectories"] for s in shard_stats),
             "learner_step": learner["step"],
             "learner_loss": learner.get("loss"),
             **{f"learner_{k}": learner.get(k) for k in
@@ -83,7 +84,8 @@ class Progress:
 
     def summary(self, fig: dict, path: str) -> None:
         keys = ("episodes", "success_first_100", "success_last_100", "weight_updates", "policy_version",
-                "learner_step", "replay_steps", "env_steps", "tokens_generated", "minutes")
+                "learner_step", "replay_steps", "replay_trajectories", "replay_restored", "env_steps",
+                "tokens_generated", "minutes")
         out = {k: (round(fig[k], 4) if isinstance(fig[k], float) else fig[k]) for k in keys}
         with open(path, "w") as f:
             json.dump({**out, "outcomes": self.outcomes, "losses": self.losses}, f)

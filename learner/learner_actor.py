@@ -20,7 +20,8 @@ Snapshots (learner/snapshot.py) every `snapshot.every` steps and when stopped. W
 `resume_from` every rank restores its DeepSpeed state and RNG streams; rank 0 also the step,
 policy version and counters (the pacing state), and broadcasts its weights before the first
 step. Snapshots also record each actor's task-sampler position, which launch/ hands back to
-the actors of a resumed run.
+the actors of a resumed run, and (`snapshot.replay`) each shard's replay, which launch/ gives the
+shards of a resumed run to start from.
 
 NOT guaranteed: `samples_per_insert` is paced on rank 0's draws × world size; priority updates
 of steps evicted since their draw are dropped by the shard (counted as stale).
@@ -32,6 +33,7 @@ import collections
 import contextlib
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -48,6 +50,7 @@ from learner.snapshot import load_snapshot, save_snapshot
 from learner.weight_plane import WeightPlane
 
 GO, WAIT, STOP = 1, 0, -1
+REPLAY_EXPORT_TIMEOUT_S = 600  # the shards write their whole replay (hundreds of MB at capacity)
 
 
 class Learner:
@@ -159,10 +162,20 @@ class Learner:
             samplers = ray.get([a.sampler_state.remote() for a in self.plane.actors],
                                timeout=self.weights_cfg["timeout_s"])
             state["task_samplers"] = {s["actor_id"]: s["episodes_started"] for s in samplers}
+        with_replay = self.rank == 0 and self.snapshot_cfg.get("replay", True)
         path = save_snapshot(self.snapshot_cfg["dir"], self.engine, self._policy(), self.tokenizer, state,
-                             keep=self.snapshot_cfg["keep"], rank=self.rank)
+                             keep=self.snapshot_cfg["keep"], rank=self.rank,
+                             extra=self._save_replay if with_replay else None)
         self._last["snapshot"] = str(path)
         return str(path)
+
+    def _save_replay(self, directory: Path) -> None:
+        """Every shard writes what it holds into the snapshot (launch restores it on resume)."""
+        (directory / "replay").mkdir()
+        written = ray.get([s.export_snapshot.remote(str(directory / "replay" / f"shard-{i}.snap"))
+                           for i, s in enumerate(self.shards)], timeout=REPLAY_EXPORT_TIMEOUT_S)
+        self._last["snapshot_replay_trajectories"] = sum(w["trajectories"] for w in written)
+        self._last["snapshot_replay_s"] = max(w["seconds"] for w in written)
 
     def stats(self) -> dict:
         return dict(self._stats, **self._last, step=self.step, policy_version=self.policy_version,

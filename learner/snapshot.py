@@ -6,12 +6,15 @@ Layout of one snapshot, `<root>/step-00000420/`:
                  for a LoRA policy its PEFT adapter (adapter_model.safetensors, adapter_config.json)
     learner_state.pt   step, policy_version, counters, torch / numpy / python RNG states
                        (rank k > 0 of a multi-rank learner: learner_state.rank<k>.pt)
+    replay/shard-<i>.snap   each replay shard's trajectories, priorities, counters and rate-limiter
+                       state (buffer/snapshot.py format), unless `snapshot.replay` is off
     COMPLETE     written last; a directory without it is not a snapshot
 
 Atomic: everything is written under `.tmp-step-…` and renamed into place, so a crash
 mid-snapshot leaves the previous snapshot as the newest complete one.
-NOT guaranteed: the replay shards' contents (they persist themselves); identical resumes across
-different torch / DeepSpeed versions.
+NOT guaranteed: one consistent cut of the replay and the learner (actors go on inserting while the
+shards write, each shard at its own moment); identical resumes across different torch /
+DeepSpeed versions.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -46,10 +50,11 @@ def _barrier() -> None:
 
 
 def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dict, *, keep: int,
-                  rank: int = 0) -> Path:
+                  rank: int = 0, extra: Callable[[Path], None] | None = None) -> Path:
     """Write a snapshot of `engine` (a DeepSpeed engine) at `state["step"]`; keep the newest `keep`.
     `policy` is the HF model the actors serve (the engine's module, or the LM inside it); a
-    peft model saves its adapter alone.
+    peft model saves its adapter alone. `extra(directory)` (rank 0) writes whatever else belongs
+    in the snapshot, before it is marked complete.
     Collective over the learner ranks: each writes its DeepSpeed shard and its own state (RNG
     streams); rank 0 the model and the marker, after every rank is done."""
     root = Path(root)
@@ -66,6 +71,8 @@ def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dic
     if rank == 0:
         policy.save_pretrained(tmp / "hf", safe_serialization=True)
         tokenizer.save_pretrained(tmp / "hf")
+        if extra is not None:
+            extra(tmp)
         (tmp / MARKER).write_text(name)
         _fsync_dir(tmp)
         if final.exists():  # a re-snapshot of the same step replaces the old one

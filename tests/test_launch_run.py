@@ -1,5 +1,6 @@
 """`python launch/cluster.py` as a user runs it, briefly: it ends by itself, prints one JSON line,
-and leaves summary.json and the learning curve in its run directory, and no browser behind."""
+and leaves summary.json, the learning curve and a snapshot in its run directory, and no browser
+behind; `resume=auto` then continues from that snapshot, its replay included."""
 
 import json
 import os
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
+from buffer.snapshot import load_snapshot
 from launch.curve import moving_mean
 from tests.chromium_processes import flywheel_browsers
 
@@ -25,23 +28,51 @@ def test_moving_mean_over_the_last_window():
     assert moving_mean([], 5).size == 0
 
 
-def test_a_short_run_ends_by_itself_with_its_summary_and_curve():
-    run_dir = Path(tempfile.mkdtemp(prefix="fwrun", dir="/tmp"))  # Ray's socket paths must stay short
+def _run(run_dir: Path, minutes: float, *overrides: str) -> dict:
+    cmd = [sys.executable, "launch/cluster.py", "+exp=webgym", f"run.dir={run_dir}", f"run.max_minutes={minutes}",
+           "run.progress_every_s=5", "cluster.dashboard=false", "logger.wandb.enabled=false",
+           "rollout.slots=2", "learner.batch_size=8", "learner.min_replay_steps=4", "learner.sync_every=3",
+           *overrides]
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not flywheel_browsers(), "a browser outlived the run"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_a_short_run_ends_with_its_summary_and_curve_and_a_resume_starts_from_its_replay():
+    runs = Path(tempfile.mkdtemp(prefix="fwrun", dir="/tmp"))  # Ray's socket paths must stay short
     try:
-        cmd = [sys.executable, "launch/cluster.py", "+exp=webgym", f"run.dir={run_dir}", "run.max_minutes=1",
-               "run.progress_every_s=5", "cluster.dashboard=false", "logger.wandb.enabled=false",
-               "rollout.slots=2", "learner.batch_size=8", "learner.min_replay_steps=4", "learner.sync_every=3"]
-        proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        last = json.loads(proc.stdout.strip().splitlines()[-1])
+        last = _run(runs / "a", 1)
         assert last["episodes"] > 0 and last["learner_step"] > 0 and last["weight_updates"] > 0
-        summary = json.loads((run_dir / "summary.json").read_text())
+        assert last["replay_restored"] == 0
+        summary = json.loads((runs / "a" / "summary.json").read_text())
         assert len(summary["outcomes"]) == summary["episodes"] == last["episodes"]
         assert summary["losses"] and all(step > 0 for step, _ in summary["losses"])
-        assert (run_dir / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert not flywheel_browsers(), "a browser outlived the run"
+        assert (runs / "a" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+        (snapshot,) = (runs / "a" / "snapshots").glob("step-*")  # the one taken at the end
+        saved = load_snapshot(snapshot / "replay" / "shard-0.snap")
+        assert saved is not None and 0 < len(saved[1]) <= last["replay_trajectories"]
+        resumed = _run(runs / "b", 0.3, "resume=auto")
+        assert resumed["replay_restored"] == len(saved[1])
+        assert resumed["learner_step"] > last["learner_step"]
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+def test_a_resume_refuses_a_replay_saved_by_another_number_of_shards(tmp_path):
+    from launch.cluster import replay_snapshot_files
+
+    (tmp_path / "replay").mkdir()
+    for i in range(2):
+        (tmp_path / "replay" / f"shard-{i}.snap").write_bytes(b"")
+    cfg = OmegaConf.create({"buffer": {"shards": 3}, "snapshot": {"replay": True}})
+    with pytest.raises(ValueError, match="replay of 2 shards but buffer.shards=3"):
+        replay_snapshot_files(cfg, str(tmp_path))
+    cfg.buffer.shards = 2
+    assert replay_snapshot_files(cfg, str(tmp_path))[1] == str(tmp_path / "replay" / "shard-1.snap")
+    cfg.snapshot.replay = False
+    assert replay_snapshot_files(cfg, str(tmp_path)) == [None, None]
 
 
 def test_ray_keeps_its_session_in_the_run_dir_unless_its_socket_paths_would_be_too_long(tmp_path):

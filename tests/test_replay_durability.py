@@ -24,10 +24,10 @@ def _close_shards():
         _OPEN.pop().close()  # stops each shard's log writer thread
 
 
-def _shard(path, **cfg):
+def _shard(path, restore_from=None, **cfg):
     config = {"data_dir": str(path), "snapshot_every_s": None, "alpha": 1.0}
     config.update(cfg)
-    shard = ReplayShard(capacity=cfg.pop("capacity", 1000), config=config)
+    shard = ReplayShard(capacity=cfg.pop("capacity", 1000), config=config, restore_from=restore_from)
     _OPEN.append(shard)
     return shard
 
@@ -172,3 +172,61 @@ def test_a_batch_written_across_many_small_segments_restores(tmp_path):
     assert all(p.stat().st_size >= 1 << 16 for p in segments[:-1])
     b = _shard(tmp_path, segment_bytes=1 << 16)
     _assert_same_state(a, b)
+
+
+# --- a shard's replay inside a learner snapshot: export_snapshot, then restore_from ---
+
+
+def _exported(tmp_path, rng, **cfg):
+    """A memory-only shard with priorities, recency, a limiter and samples taken, exported."""
+    config = {"alpha": 1.0, "beta": 0.5, "recency_gamma": 0.9, "samples_per_insert": 2.0, "error_buffer": 1e6}
+    config.update(cfg)
+    a = ReplayShard(capacity=40, config=config)
+    _insert(a, rng, 30, policy_version=2)
+    _update_some(a, rng)
+    a.set_policy_version(5)
+    a.sample(16, rng)
+    _insert(a, rng, 20, policy_version=5)  # evicts 10
+    path = snapshot_mod.export_snapshot(tmp_path / "shard-0.snap", a.export_view())
+    return a, path, config
+
+
+def test_a_shard_starts_from_an_exported_snapshot(tmp_path):
+    a, path, config = _exported(tmp_path, np.random.default_rng(90))
+    b = ReplayShard(capacity=40, config=config, restore_from=path)
+    _assert_same_state(a, b)
+    counts = [{k: v for k, v in s.limiter.state().items() if not k.startswith("seen_")} for s in (a, b)]
+    assert counts[0] == counts[1] and counts[0]["samples"] == 16  # seen-diff extremes start afresh
+    assert b.stats()["restored_from"] == "snapshot" and b.stats()["restored_trajectories"] == 40
+    assert b.stats()["samples"] == a.stats()["samples"]
+
+
+def test_a_restored_snapshot_is_durable_before_the_shard_serves(tmp_path):
+    a, path, config = _exported(tmp_path, np.random.default_rng(91))
+    b = _shard(tmp_path / "data", capacity=40, **config, restore_from=path)
+    _assert_same_state(a, b)
+    _insert(b, np.random.default_rng(92), 3, policy_version=5)
+    path.unlink()  # from here on the shard's own directory is all there is
+    c = _shard(tmp_path / "data", capacity=40, **config)
+    _assert_same_state(b, c)
+    assert c.stats()["restored_from"] == "log"
+
+
+def test_the_shards_own_log_wins_over_the_snapshot_file(tmp_path):
+    rng = np.random.default_rng(93)
+    _, path, config = _exported(tmp_path, rng)
+    a = _shard(tmp_path / "data", **config)
+    _insert(a, rng, 7)
+    b = _shard(tmp_path / "data", **config, restore_from=path)  # its log is at least as new
+    _assert_same_state(a, b)
+    assert b.stats()["restored_from"] == "log" and len(b) == 7
+
+
+def test_a_missing_or_broken_snapshot_file_is_a_named_error(tmp_path):
+    _, path, config = _exported(tmp_path, np.random.default_rng(94))
+    with pytest.raises(FileNotFoundError, match="nowhere.snap"):
+        ReplayShard(capacity=40, config=config, restore_from=tmp_path / "nowhere.snap")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        ReplayShard(capacity=40, config=config, restore_from=path)
