@@ -54,17 +54,11 @@ def snapshots(directory: Path) -> list[int]:
     return sorted(out)
 
 
+def snapshot_path(directory: Path, covers: int) -> Path:
+    return directory / f"snapshot-{covers:08d}.snap"
+
+
 def write_snapshot(
-    directory: Path,
-    covers: int,
-    header: dict[str, Any],
-    items: Iterable[tuple[Trajectory, np.ndarray]],
-    fsync: bool = True,
-) -> Path:
-    return write_snapshot_file(directory / f"snapshot-{covers:08d}.snap", covers, header, items, fsync)
-
-
-def write_snapshot_file(
     final: Path,
     covers: int,
     header: dict[str, Any],
@@ -102,7 +96,7 @@ def export_snapshot(path: Path, view: tuple[dict[str, Any], Sequence[Any], np.nd
     """Write a shard's `view` (ReplayShard.export_view) to the file `path`: a snapshot outside
     any log, which `buffer.restore.restore_file` rebuilds a shard from."""
     header, records, prios = view
-    return write_snapshot_file(path, 0, header, ((r.traj, prios[r.slots]) for r in records), fsync)
+    return write_snapshot(path, 0, header, ((r.traj, prios[r.slots]) for r in records), fsync)
 
 
 def load_snapshot(path: Path) -> tuple[dict[str, Any], list[tuple[bytes, np.ndarray]]] | None:
@@ -125,7 +119,7 @@ def load_snapshot(path: Path) -> tuple[dict[str, Any], list[tuple[bytes, np.ndar
 
 def load_latest(directory: Path) -> tuple[dict[str, Any], list[tuple[bytes, np.ndarray]]] | None:
     for covers in reversed(snapshots(directory)):
-        loaded = load_snapshot(directory / f"snapshot-{covers:08d}.snap")
+        loaded = load_snapshot(snapshot_path(directory, covers))
         if loaded is not None:
             return loaded
     return None
@@ -174,7 +168,7 @@ class Snapshotter:
             if isinstance(covers, Future):
                 covers = covers.result(timeout=600)
             items = ((r.traj, prios[r.slots]) for r in records)
-            write_snapshot(self.directory, covers, header, items, fsync=self.fsync)
+            write_snapshot(snapshot_path(self.directory, covers), covers, header, items, fsync=self.fsync)
             remove_older(self.directory, covers)
             self.on_done(covers)
             self.completed += 1
