@@ -106,11 +106,12 @@ class GRPO:
     def loss(self, engine, items: list[dict]):
         c = self.cfg
         norm = c.get("length_norm", "token")
-        batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len)
+        device = next(engine.parameters()).device
+        batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len).to(device)
         logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         logprobs, entropy = response_logprobs(logits, batch)
-        adv = step_advantages(items, length_norm=norm, eps=c.get("std_eps", 1e-6))
-        weighted = adv * torch.tensor([it.get("weight", 1.0) for it in items])
+        adv = step_advantages(items, length_norm=norm, eps=c.get("std_eps", 1e-6)).to(device)
+        weighted = adv * torch.tensor([it.get("weight", 1.0) for it in items], device=device)
         loss, stats = grpo_loss(
             logprobs, batch.old_logprobs, batch.response_mask, weighted, clip_eps=c.get("clip_eps", 0.2),
             length_norm=norm, max_len=c.get("max_response_len"), kl_coef=c.get("kl_coef", 0.0),

@@ -264,6 +264,6 @@ class Learner:
 
     def _update_priorities(self, items: list[dict], priorities: torch.Tensor) -> None:
         """New priorities (e.g. |advantage|) back to the shards the steps came from."""
-        prio = priorities.detach().double().numpy() + 1e-6  # a zero priority would never be drawn again
+        prio = priorities.detach().double().cpu().numpy() + 1e-6  # a zero priority would never be drawn again
         reply = self.sampler.update_priorities(items, prio)
         self._stats["priority_updates"] += int(reply.get("updated", 0))

@@ -40,7 +40,7 @@ import json
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -190,6 +190,10 @@ class RolloutBatch:
     old_logprobs: torch.Tensor    # [B, R] behaviour logprobs reported by the decoder
     allowed_bits: torch.Tensor    # [B, R, W] int32 bitmask rows of the allowed ids where constrained, else 0
     constrained: torch.Tensor     # [B, R] bool
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        """Every tensor on `device` (collate builds on the CPU; a GPU learner trains on its GPU)."""
+        return RolloutBatch(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
 def _ids(x, dtype) -> np.ndarray:

@@ -167,6 +167,8 @@ def frozen_reference(model: nn.Module) -> nn.Module:
 def reference_logprobs(ref: nn.Module | None, batch) -> torch.Tensor | None:
     if ref is None:
         return None
+    if next(ref.parameters()).device != batch.input_ids.device:
+        ref.to(batch.input_ids.device)  # made before DeepSpeed moved the policy to its device
     with torch.no_grad():
         logits = ref(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return response_logprobs(logits, batch)[0]
@@ -190,15 +192,18 @@ class PPO:
 
     def loss(self, engine, items: list[dict]):
         c = self.cfg
-        batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len)
+        device = next(engine.parameters()).device
+        batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len).to(device)
         logits, values_all = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         logprobs, entropy = response_logprobs(logits, batch)
-        values = values_all[torch.arange(len(items)), batch.value_index]
-        adv, returns = turn_advantages(items, values.detach(), c.get("gamma", 1.0), c.get("lam", 0.95))
+        values = values_all[torch.arange(len(items), device=device), batch.value_index].float()
+        # GAE runs over a few turns per episode: on the CPU, where the episode index is built.
+        adv, returns = (t.to(device) for t in turn_advantages(
+            items, values.detach().cpu(), c.get("gamma", 1.0), c.get("lam", 0.95)))
         priorities = adv.abs()
         if c.get("norm_adv", True):
             adv = whiten(adv)
-        adv = adv * torch.tensor([it.get("weight", 1.0) for it in items])
+        adv = adv * torch.tensor([it.get("weight", 1.0) for it in items], device=device)
         loss, stats = ppo_loss(
             logprobs, batch.old_logprobs, batch.response_mask, adv, values, returns,
             clip_eps=c.get("clip_eps", 0.2), value_coef=c.get("value_coef", 0.5),

@@ -72,8 +72,9 @@ class SFT:
 
     def loss(self, engine, items: list[dict]):
         """→ (loss, metrics, new priorities per item or None, tokens in the batch)."""
-        input_ids, mask, labels, weights = collate(items, self.tokenizer, target=self.target,
-                                                   max_len=self.max_len)
+        device = next(engine.parameters()).device
+        input_ids, mask, labels, weights = (t.to(device) for t in collate(
+            items, self.tokenizer, target=self.target, max_len=self.max_len))
         logits = engine(input_ids=input_ids, attention_mask=mask).logits
         loss = sft_loss(logits, labels, weights)
         return loss, {"loss": loss.detach()}, None, int(mask.sum())

@@ -14,14 +14,14 @@ import numpy as np
 from buffer.schema import Step, Trajectory, encode
 
 
-def make_step(rng: np.random.Generator, *, policy_version: int = 0, done: bool = False) -> Step:
+def make_step(rng: np.random.Generator, *, policy_version: int = 0, done: bool = False, vocab: int = 32_000) -> Step:
     n_prompt = int(rng.integers(1, 40))
     n_resp = int(rng.integers(1, 12))
     actions = [f"click({j})" for j in range(int(rng.integers(0, 4)))]
     return Step(
         observation=f"page {int(rng.integers(1_000_000))}",
-        prompt_ids=rng.integers(0, 32_000, size=n_prompt).astype(np.int32),
-        response_ids=rng.integers(0, 32_000, size=n_resp).astype(np.int32),
+        prompt_ids=rng.integers(0, vocab, size=n_prompt).astype(np.int32),
+        response_ids=rng.integers(0, vocab, size=n_resp).astype(np.int32),
         logprobs=-rng.exponential(1.0, size=n_resp).astype(np.float32),
         action=actions[0] if actions else "noop()",
         allowed_actions=actions,
@@ -39,8 +39,9 @@ def make_trajectory(
     success: bool | None = None,
     policy_version: int = 0,
     group_id: str = "g0",
+    vocab: int = 32_000,
 ) -> Trajectory:
-    """A valid random trajectory; unspecified fields are drawn from `rng`."""
+    """A valid random trajectory (token ids below `vocab`); unspecified fields are drawn from `rng`."""
     n_steps = int(rng.integers(1, 5)) if n_steps is None else n_steps
     success = bool(rng.integers(2)) if success is None else success
     return Trajectory(
@@ -51,7 +52,8 @@ def make_trajectory(
         env="miniwob",
         seed=int(rng.integers(1 << 31)),
         policy_version=policy_version,
-        steps=[make_step(rng, policy_version=policy_version, done=i == n_steps - 1) for i in range(n_steps)],
+        steps=[make_step(rng, policy_version=policy_version, done=i == n_steps - 1, vocab=vocab)
+               for i in range(n_steps)],
         reward=1.0 if success else 0.0,
         success=success,
         outcome="correct" if success else "incorrect",
