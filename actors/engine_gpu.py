@@ -173,7 +173,14 @@ class AsyncVLLMEngine:
     def finish_weight_update(self, version: int) -> None:
         self._run(self.llm.finish_weight_update(str(version)))
         self._run(self.llm.reset_prefix_cache())  # cached KV blocks were computed by the old weights
+        # vLLM drops every adapter once new base weights are in; until the next adapter arrives
+        # the engine serves the base, not an old adapter reloaded from its directory.
+        self.adapters.current = None
         self.policy_version = version
+
+    def shutdown_weight_transfer(self) -> None:
+        """Close the engines' side of the trainer's NCCL group (inference goes on)."""
+        self._run(self.llm.shutdown_weight_transfer_engine())
 
     def close(self) -> None:
         self.llm.shutdown()

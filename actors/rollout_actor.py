@@ -167,6 +167,9 @@ class RolloutActor:
         self.gate.announce(version)
         return self._call(self._transfer_finish, version)
 
+    def transfer_shutdown(self) -> None:
+        self.engine.shutdown_weight_transfer()
+
     def set_learner_version(self, version: int) -> None:
         """The learner's current policy version, for the staleness gate."""
         self.gate.announce(version)

@@ -21,12 +21,15 @@ unusable and the run has to be restarted).
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable
 
 import ray
 import torch
 
 from learner.deepspeed_setup import free_port
+
+log = logging.getLogger(__name__)
 
 
 def rank_offsets(engine_ranks: list[int]) -> list[int]:
@@ -59,6 +62,11 @@ class RolloutActorsClient:
 
     def finish_weight_update(self, weight_version: str | None = None) -> None:
         self._all([a.transfer_finish.remote(self.version) for a in self.actors])
+
+    def shutdown_weight_transfer_engine(self) -> None:
+        """Close the engines' side of the group, as far as they answer: an engine that died or
+        is stuck in an update is left as it is (vLLM refuses to close mid-update)."""
+        ray.get([a.transfer_shutdown.remote() for a in self.actors], timeout=self.timeout_s)
 
 
 def _weight_source(named: Callable[[], dict[str, torch.Tensor]]):
@@ -103,6 +111,13 @@ class VLLMWeightSync:
         return sum(t.numel() * t.element_size() for t in self.named().values())
 
     def close(self) -> None:
-        if self.trainer is not None:
-            self.trainer.shutdown()
-            self.trainer = None
+        """Close both sides of the NCCL group (a new VLLMWeightSync opens a new one); without
+        this every rebuild would leave each engine worker holding a communicator."""
+        if self.trainer is None:
+            return
+        try:
+            self.client.shutdown_weight_transfer_engine()
+        except (ray.exceptions.RayError, TimeoutError) as err:
+            log.warning("engines' side of the weight-transfer group not closed: %s", err)
+        self.trainer.shutdown()
+        self.trainer = None
