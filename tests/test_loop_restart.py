@@ -18,8 +18,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 def system(tmp_path_factory):
     cfg = loop_cfg(tmp_path_factory.mktemp("restart"), [
-        "+exp=webgym", "rollout.slots=2", "learner.batch_size=8", "learner.sync_every=3",
-        "weights.timeout_s=120"])
+        "+exp=webgym", "rollout.slots=2", "learner.batch_size=8", "learner.sync_every=3"])
     yield from running_system(cfg)
 
 

@@ -1,0 +1,50 @@
+"""Launch refuses wirings the weight plane cannot serve before starting anything, and the GPU
+experiment composes into one it can."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from launch.cluster import ROOT, check_lora, check_weight_plane, project_path, worker_env
+from learner.deepspeed_setup import load_config
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("learner, peak", [("h100", 989), ("b200", 2250)])
+def test_the_gpu_experiment_wires_gpu_engines_to_an_nccl_deepspeed_learner(learner, peak):
+    cfg = composed("+exp=webgym_gpu", f"learner={learner}")
+    check_lora(cfg)
+    check_weight_plane(cfg)
+    assert cfg.engine.backend == "gpu" and cfg.learner.backend == "nccl" and cfg.learner.peak_tflops == peak
+    assert cfg.learner.lr == 1e-5 and cfg.learner.batch_size == 8  # not the tiny model's 3e-3 and 32
+    ds = load_config(project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,
+                     grad_accum=cfg.learner.grad_accum, lr=cfg.learner.lr, zero_stage=cfg.learner.zero_stage,
+                     grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps)
+    assert ds["bf16"]["enabled"] and ds["zero_optimization"]["stage"] == 2
+    assert learner in cfg.learner.deepspeed_config
+
+
+def test_gpu_engines_need_an_nccl_learner():
+    cfg = composed("+exp=webgym", "engine=vllm_gpu")
+    with pytest.raises(ValueError, match="engine.backend is gpu but learner.backend is not nccl"):
+        check_weight_plane(cfg)
+
+
+def test_the_weight_timeout_must_exceed_the_actor_call_timeout():
+    check_weight_plane(composed("+exp=webgym"))
+    with pytest.raises(ValueError, match="weights.timeout_s=100 must exceed rollout.call_timeout_s=120"):
+        check_weight_plane(composed("+exp=webgym", "weights.timeout_s=100"))
+
+
+def test_deepspeed_on_workers_uses_the_learners_accelerator(monkeypatch):
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    assert worker_env("/tmp/run", "cuda")["DS_ACCELERATOR"] == "cuda"
+    assert worker_env("/tmp/run")["DS_ACCELERATOR"] == "cpu"
+    monkeypatch.setenv("DS_ACCELERATOR", "xpu")  # the user's own choice wins
+    assert worker_env("/tmp/run", "cuda")["DS_ACCELERATOR"] == "xpu"
+    assert json.dumps(worker_env("/tmp/run"))  # Ray's runtime_env takes plain strings
