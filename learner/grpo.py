@@ -115,6 +115,6 @@ class GRPO:
         loss, stats = grpo_loss(
             logprobs, batch.old_logprobs, batch.response_mask, weighted, clip_eps=c.get("clip_eps", 0.2),
             length_norm=norm, max_len=c.get("max_response_len"), kl_coef=c.get("kl_coef", 0.0),
-            ref_logprobs=reference_logprobs(self.ref, batch), entropy_coef=c.get("entropy_coef", 0.0),
+            ref_logprobs=reference_logprobs(self.ref, batch, engine), entropy_coef=c.get("entropy_coef", 0.0),
             entropy=entropy)
         return loss, stats, adv.abs(), int(batch.attention_mask.sum())

@@ -164,11 +164,15 @@ def frozen_reference(model: nn.Module) -> nn.Module:
     return ref
 
 
-def reference_logprobs(ref: nn.Module | None, batch) -> torch.Tensor | None:
+def reference_logprobs(ref: nn.Module | None, batch, like: nn.Module) -> torch.Tensor | None:
+    """The frozen reference's logprobs of the batch's responses. The reference was copied before
+    DeepSpeed moved (and, under bf16, cast) the policy: it follows the policy `like` on first use."""
     if ref is None:
         return None
-    if next(ref.parameters()).device != batch.input_ids.device:
-        ref.to(batch.input_ids.device)  # made before DeepSpeed moved the policy to its device
+    want = next(like.parameters())
+    have = next(ref.parameters())
+    if (have.device, have.dtype) != (want.device, want.dtype):
+        ref.to(device=want.device, dtype=want.dtype)
     with torch.no_grad():
         logits = ref(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return response_logprobs(logits, batch)[0]
@@ -208,6 +212,6 @@ class PPO:
             logprobs, batch.old_logprobs, batch.response_mask, adv, values, returns,
             clip_eps=c.get("clip_eps", 0.2), value_coef=c.get("value_coef", 0.5),
             entropy_coef=c.get("entropy_coef", 0.0), entropy=entropy, kl_coef=c.get("kl_coef", 0.0),
-            ref_logprobs=reference_logprobs(self.ref, batch), old_values=values.detach(),
+            ref_logprobs=reference_logprobs(self.ref, batch, engine), old_values=values.detach(),
             value_clip=c.get("value_clip"))
         return loss, stats, priorities, int(batch.attention_mask.sum())

@@ -1,6 +1,7 @@
 """Each objective on the model's device: batches are collated on the CPU from replay items and
-moved to wherever the model lives, the frozen KL reference follows it there, and priorities come
-back as CPU arrays. On CUDA the losses, priorities and gradients equal the CPU's."""
+moved to wherever the model lives, the frozen KL reference follows it there (device and dtype),
+and priorities come back as CPU arrays. On CUDA the losses, priorities and gradients equal the
+CPU's."""
 
 import numpy as np
 import pytest
@@ -79,3 +80,16 @@ def test_each_objective_on_cuda_equals_the_cpu(model_path):
         assert t0 == t1, name
         if p0 is not None:
             np.testing.assert_allclose(p1, p0, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["ppo", "grpo"])
+def test_the_kl_reference_follows_the_policy_cast_after_it_was_copied(model_path, name):
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    _, episodes = replay_items(tokenizer)
+    objective = make_objective(CONFIGS[name], tokenizer, max_len=256)
+    model = objective.wrap(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32))
+    assert next(objective.ref.parameters()).dtype == torch.float32
+    model.to(torch.bfloat16)  # as DeepSpeed's bf16 does to the policy alone
+    loss, metrics, _, _ = objective.loss(model, episodes)
+    assert next(objective.ref.parameters()).dtype == torch.bfloat16
+    assert torch.isfinite(loss) and torch.isfinite(metrics["kl"])
