@@ -4,7 +4,7 @@ Layout of one snapshot, `<root>/step-00000420/`:
     deepspeed/   engine.save_checkpoint (weights, optimizer, scheduler) under tag "ckpt"
     hf/          the model in HF format (safetensors) with its tokenizer: loadable on its own;
                  for a LoRA policy its PEFT adapter (adapter_model.safetensors, adapter_config.json)
-    learner_state.pt   step, policy_version, counters, torch / numpy / python RNG states
+    learner_state.pt   step, policy_version, counters, torch (CPU and CUDA) / numpy / python RNG states
                        (rank k > 0 of a multi-rank learner: learner_state.rank<k>.pt)
     replay/shard-<i>.snap   each replay shard's trajectories, priorities, counters and rate-limiter
                        state (buffer/snapshot.py format), unless `snapshot.replay` is off
@@ -65,7 +65,8 @@ def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dic
         shutil.rmtree(tmp, ignore_errors=True)
     _barrier()
     engine.save_checkpoint(str(tmp / "deepspeed"), tag="ckpt")
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}  # dropout on GPUs
     torch.save({**state, "rng": rng}, tmp / _state_file(rank))
     _barrier()
     if rank == 0:
@@ -111,6 +112,8 @@ def load_snapshot(path: str | os.PathLike, engine, *, rank: int = 0) -> dict:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint in {path / 'deepspeed'}")
     state = torch.load(path / _state_file(rank), weights_only=False)
     torch.set_rng_state(state["rng"]["torch"])
+    if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
     random.setstate(state["rng"]["python"])
     return state
 

@@ -1,6 +1,8 @@
 """A learner process for tests/test_snapshot.py: `train` trains 3 steps, snapshots, prints the
 next two losses and kills itself with SIGKILL; `resume` restores the snapshot and prints the
-next two losses. Losses are printed as float.hex() so the comparison is bit for bit."""
+next two losses. Losses are printed as float.hex() so the comparison is bit for bit.
+
+    python tests/snapshot_child.py train|resume WORK_DIR [cpu|cuda]"""
 
 import os
 import signal
@@ -26,18 +28,20 @@ def batch(i: int):
 
 
 def step(engine, i: int) -> float:
-    ids, labels = batch(i)
-    loss = sft_loss(engine(input_ids=ids).logits, labels, torch.ones(4))
+    ids, labels = (t.to(engine.device) for t in batch(i))
+    # Dropout draws from the device's RNG stream: the resume must restore it (CPU or CUDA).
+    logits = torch.nn.functional.dropout(engine(input_ids=ids).logits, p=0.1, training=True)
+    loss = sft_loss(logits, labels, torch.ones(4, device=engine.device))
     engine.backward(loss)
     engine.step()
     return float(loss)
 
 
-def main(mode: str, work: str) -> None:
+def main(mode: str, work: str, device: str = "cpu") -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
-    deepspeed_setup.init_rank(0, 1, "127.0.0.1", deepspeed_setup.free_port(), "gloo")
+    deepspeed_setup.init_rank(0, 1, "127.0.0.1", deepspeed_setup.free_port(), "nccl" if device == "cuda" else "gloo")
     path = build_tiny_model(TinyModelSpec(), Path(work) / "model")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     cfg = deepspeed_setup.load_config(str(ROOT / "configs/deepspeed/cpu.json"), micro_batch=4, grad_accum=1,
@@ -59,4 +63,4 @@ def main(mode: str, work: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

@@ -7,14 +7,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from learner.snapshot import MARKER, complete_snapshots, latest_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_child(mode: str, work: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "tests/snapshot_child.py"), mode, str(work)],
+def run_child(mode: str, work: Path, device: str = "cpu") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": device, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "tests/snapshot_child.py"), mode, str(work), device],
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
@@ -24,10 +27,12 @@ def losses(proc: subprocess.CompletedProcess) -> list[str]:
     return lines[-1].split()[1:]
 
 
-def test_kill_then_resume_gives_bit_identical_next_losses(tmp_path):
-    trained = run_child("train", tmp_path)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])])
+def test_kill_then_resume_gives_bit_identical_next_losses(tmp_path, device):
+    trained = run_child("train", tmp_path, device)
     assert trained.returncode == -signal.SIGKILL
-    resumed = run_child("resume", tmp_path)
+    resumed = run_child("resume", tmp_path, device)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, got = losses(trained), losses(resumed)
     assert got == expected  # step 4 checks the weights, step 5 the optimizer and scheduler state
