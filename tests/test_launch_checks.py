@@ -48,3 +48,21 @@ def test_deepspeed_on_workers_uses_the_learners_accelerator(monkeypatch):
     monkeypatch.setenv("DS_ACCELERATOR", "xpu")  # the user's own choice wins
     assert worker_env("/tmp/run", "cuda")["DS_ACCELERATOR"] == "xpu"
     assert json.dumps(worker_env("/tmp/run"))  # Ray's runtime_env takes plain strings
+
+
+def test_the_weight_group_is_gloo_only():
+    with pytest.raises(ValueError, match="weights.backend=nccl: the weight group joins the learner to in-process"):
+        check_weight_plane(composed("+exp=webgym", "weights.backend=nccl"))
+
+
+def test_parameters_are_counted_whole_where_zero3_partitioned_them():
+    import torch
+
+    from learner.deepspeed_setup import param_count
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    model[0].requires_grad_(False)
+    assert param_count(model) == 15 + 8 and param_count(model, trainable_only=True) == 8
+    weight = model[1].weight
+    weight.ds_numel, weight.data = weight.numel(), torch.empty(0)  # what ZeRO-3 leaves a rank
+    assert param_count(model) == 23
