@@ -44,7 +44,7 @@ from actors.slot_metrics import STATES, SlotMetrics
 from actors.staleness import StalenessGate
 from actors.task_sampler import TaskSampler
 from buffer.client import InsertClient
-from buffer.sharded import route_key, shard_for
+from buffer.routing import route_key, shard_for
 from learner.weight_group import open_weight_group
 from learner.weight_receiver import WeightReceiver
 from rewards import make_reward

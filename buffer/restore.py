@@ -1,7 +1,8 @@
 """A shard's state across restarts: the header its snapshots carry, and the rebuild of a
 restarted shard from its latest snapshot plus the log records written after it
-(buffer/persistence.py holds the record formats), or of a fresh shard from a snapshot file that a
-learner snapshot carries.
+(buffer/persistence.py holds the record formats), or of a fresh shard from the snapshot files
+that a learner snapshot carries (its own, or, after a change of shard count, every old shard's
+trajectories that route to it).
 
 Order of the rebuild: the snapshot's counters and sampler state, its trajectories stored silently
 (its counters already count them), then the log replayed through the same insert path: inserts
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from buffer.meters import RateMeter
+from buffer.routing import route_key, shard_for
 from buffer.snapshot import load_snapshot
 from buffer.wire_decode import decode
 
@@ -74,17 +76,58 @@ def restore(shard: ReplayShard) -> bool:
     return found
 
 
-def restore_file(shard: ReplayShard, path: Path) -> None:
-    """Rebuild an empty `shard` from one snapshot file written outside its log (the replay a
-    learner snapshot carries). A missing, truncated or corrupt file is an error: the learner
-    snapshot holding it was complete, so a silently empty replay would hide the loss."""
+def _load_file(path: Path) -> tuple[dict[str, Any], list]:
+    """A snapshot file written outside a log (the replay a learner snapshot carries). A missing,
+    truncated or corrupt one is an error: the learner snapshot holding it was complete, so a
+    silently empty replay would hide the loss."""
     if not path.is_file():
         raise FileNotFoundError(f"replay snapshot {path} does not exist")
     loaded = load_snapshot(path)
     if loaded is None:
         raise ValueError(f"replay snapshot {path} is truncated or corrupt")
-    header, items = loaded
+    return loaded
+
+
+def restore_files(shard: ReplayShard, restore_from: str | Path | list[str | Path],
+                  route: tuple[int, int] | None) -> None:
+    """Rebuild an empty `shard` from its own snapshot file, or with `route` = (index, shards)
+    from the files of a replay that had another number of shards."""
+    files = [Path(restore_from)] if isinstance(restore_from, (str, Path)) else [Path(f) for f in restore_from]
+    if route is not None:
+        restore_routed(shard, files, *route)
+    elif len(files) == 1:
+        restore_file(shard, files[0])
+    else:
+        raise ValueError(f"{len(files)} replay snapshot files to restore from need a route (index, shards)")
+
+
+def restore_file(shard: ReplayShard, path: Path) -> None:
+    """Rebuild an empty `shard` from the file this same shard wrote: all of its state."""
+    header, items = _load_file(path)
     _restore_header(shard, header, items)
+    shard.counters["restored_trajectories"] = len(shard.store)
+    shard._insert_rate = RateMeter()
+
+
+def restore_routed(shard: ReplayShard, paths: list[Path], index: int, n_shards: int) -> None:
+    """Rebuild an empty `shard`, number `index` of `n_shards`, from the files of a replay that
+    had another number of shards: the trajectories that route here (buffer/routing.py) with their
+    priorities, oldest first across the files (FIFO by created_at); the newest version, recency
+    reference and largest priority are the files' maxima. Counters and the rate limiter count
+    what was restored: the old shards' samples are not divided among the new ones."""
+    headers, kept = [], []
+    for path in paths:
+        header, items = _load_file(path)
+        headers.append(header)
+        for frame, prios in items:
+            traj = decode(frame, _RESTORE_MAX_FRAME)
+            if shard_for(route_key(traj.traj_id, traj.group_id), n_shards) == index:
+                kept.append((traj, prios))
+    shard.recency.ref = max(int(h.get("ref", 0)) for h in headers)
+    shard.sampler.set_newest(max(int(h.get("newest", 0)) for h in headers))
+    shard.sampler.max_priority = max(float(h.get("max_priority", 1.0)) for h in headers)
+    for traj, prios in sorted(kept, key=lambda k: k[0].created_at):
+        shard._store(traj, prios)
     shard.counters["restored_trajectories"] = len(shard.store)
     shard._insert_rate = RateMeter()
 

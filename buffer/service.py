@@ -7,8 +7,9 @@ updates go over the ZMQ server this actor starts in a background thread.
 `replay` is a ReplayConfig map (configs/buffer/*.yaml); the explicit capacity / success_only /
 max_frame_bytes arguments override its keys. With `replay["data_dir"]` set, the shard keeps its
 log and snapshots in `<data_dir>/shard-<shard_id>` and a restarted actor restores from there;
-`restore_from` (a file `export_snapshot` wrote, e.g. into a learner snapshot) seeds a shard whose
-directory holds nothing, or that has none.
+`restore_from` (a file `export_snapshot` wrote, e.g. into a learner snapshot; or with `route`, the
+files of a replay that had another number of shards) seeds a shard whose directory holds nothing,
+or that has none.
 
 Not guaranteed: a restarted actor binds a new port unless `port` is fixed, so callers must ask
 `address()` again after a restart (an InsertClient resends on reconnect only to the same address).
@@ -40,14 +41,15 @@ class ShardActor:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         seed: int | None = None,
         replay: dict[str, Any] | None = None,
-        restore_from: str | None = None,
+        restore_from: str | list[str] | None = None,
+        route: tuple[int, int] | None = None,
     ):
         self.shard_id = shard_id
         config = dict(replay or {})
         if config.get("data_dir"):
             config["data_dir"] = os.path.join(str(config["data_dir"]), f"shard-{shard_id}")
         self._shard = ReplayShard(capacity, success_only=success_only, max_frame_bytes=max_frame_bytes, config=config,
-                                  restore_from=restore_from)
+                                  restore_from=restore_from, route=route)
         self._server = ShardServer(self._shard, host=host, port=port, seed=seed).start()
 
     def address(self) -> str:

@@ -35,7 +35,7 @@ from buffer.limiter import RateLimiter
 from buffer.meters import RateMeter, RunningMean
 from buffer.persistence import Durability
 from buffer.recency import Recency
-from buffer.restore import restore, restore_file, snapshot_header
+from buffer.restore import restore, restore_files, snapshot_header
 from buffer.sampler import PrioritizedSampler
 from buffer.schema import Trajectory, WireError, encode
 from buffer.storage import TrajectoryStore
@@ -60,12 +60,15 @@ class ReplayShard:
         success_only: bool | None = None,
         max_frame_bytes: int | None = None,
         config: ReplayConfig | dict[str, Any] | None = None,
-        restore_from: str | Path | None = None,
+        restore_from: str | Path | list[str | Path] | None = None,
+        route: tuple[int, int] | None = None,
     ):
         """Explicit capacity / success_only / max_frame_bytes override the same keys of config.
-        `restore_from`: a snapshot file (a learner snapshot's copy of this shard) to start from
-        when the shard's own directory holds nothing; with a data_dir, that state is made durable
-        there (a snapshot, waited for) before the shard serves."""
+        `restore_from`: what to start from when the shard's own directory holds nothing: its own
+        snapshot file (a learner snapshot's copy of this shard), or with `route` = (this shard's
+        index, the number of shards) the files of a replay that had another number of shards
+        (only what routes here is kept). With a data_dir, that state is made durable there (a
+        snapshot, waited for) before the shard serves."""
         cfg = config if isinstance(config, ReplayConfig) else ReplayConfig.from_dict(config)
         explicit = {"capacity": capacity, "success_only": success_only, "max_frame_bytes": max_frame_bytes}
         cfg = ReplayConfig.from_dict(cfg.to_dict(), **{k: v for k, v in explicit.items() if v is not None})
@@ -101,7 +104,7 @@ class ReplayShard:
             if restore(self):
                 self.restored_from = "log"
         if restore_from is not None and self.restored_from is None:
-            restore_file(self, Path(restore_from))
+            restore_files(self, restore_from, route)
             self.restored_from = "snapshot"
             if self.durability is not None:
                 self._persist_restored()

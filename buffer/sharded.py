@@ -1,7 +1,8 @@
 """Clients over S shards: ShardedInsertClient (actors) and ShardedSampleClient (learner).
 
-Routing: a trajectory goes to shard crc32(key) mod S (`shard_for`), where the key is its
-group_id when it has one, else its traj_id (`route_key`; the rollout actors use the same rule).
+Routing (buffer/routing.py): a trajectory goes to shard crc32(key) mod S (`shard_for`), where the
+key is its group_id when it has one, else its traj_id (`route_key`; the rollout actors use the
+same rule).
 So the episodes of one GRPO group land on one shard, where the group can complete (routed by
 traj_id they scattered and never did), and a resent insert reaches the shard that may already
 hold it and is stored once.
@@ -29,25 +30,16 @@ Not guaranteed:
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from typing import Any, Self
 
 import numpy as np
 
 from buffer.client import InsertClient
+from buffer.routing import route_key, shard_for
 from buffer.sample_client import SampleClient, decode_group, decode_item
 from buffer.schema import Trajectory
 from buffer.wire_decode import decode
-
-
-def shard_for(key: str, n_shards: int) -> int:
-    return zlib.crc32(key.encode()) % n_shards
-
-
-def route_key(traj_id: str, group_id: str | None) -> str:
-    """What a trajectory is routed by: its group_id when it has one, else its traj_id."""
-    return group_id or traj_id
 
 
 def weight_scales(infos: list[dict[str, Any]], masses: np.ndarray, replies: dict[int, dict[str, Any]],

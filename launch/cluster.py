@@ -159,36 +159,41 @@ def start_ray(cfg: DictConfig, run_dir: str) -> None:
              _temp_dir=ray_temp_dir(run_dir), log_to_driver=False)
 
 
-def replay_snapshot_files(cfg: DictConfig, resume_from: str | None) -> list[str | None]:
-    """What each shard of a resumed run starts from: the learner snapshot's `replay/shard-<i>.snap`.
-    None for every shard when there is no snapshot, `snapshot.replay` is off, or the snapshot
-    carries no replay (taken with it off); a shard whose `buffer.data_dir` holds a log of its own
-    restores from that instead (it is at least as new)."""
+def replay_restore(cfg: DictConfig, resume_from: str | None) -> list[dict]:
+    """What each shard of a resumed run starts from (ShardActor's restore_from / route): the
+    learner snapshot's `replay/shard-<i>.snap`, or, when the snapshot has the replay of another
+    number of shards, every old shard's file, each new shard keeping what routes to it. Nothing
+    when there is no snapshot, `snapshot.replay` is off, or the snapshot carries no replay; a
+    shard whose `buffer.data_dir` holds a log of its own restores from that instead (it is at
+    least as new)."""
     n = cfg.buffer.shards
-    if not resume_from or not cfg.snapshot.replay or not (Path(resume_from) / "replay").is_dir():
-        return [None] * n
-    saved = len(list((Path(resume_from) / "replay").glob("shard-*.snap")))
-    if saved != n:
-        raise ValueError(f"{resume_from} holds the replay of {saved} shards but buffer.shards={n}: resume with "
-                         f"buffer.shards={saved}, or with snapshot.replay=false to start from an empty replay")
-    return [str(Path(resume_from) / "replay" / f"shard-{i}.snap") for i in range(n)]
+    replay = Path(resume_from or "") / "replay"
+    if not resume_from or not cfg.snapshot.replay or not replay.is_dir():
+        return [{} for _ in range(n)]
+    saved = {p.name for p in replay.glob("shard-*.snap")}
+    files = [str(replay / f"shard-{i}.snap") for i in range(len(saved))]
+    if not saved or saved != {Path(f).name for f in files}:
+        raise ValueError(f"{replay} holds {sorted(saved)}, not shard-0.snap .. shard-{len(saved) - 1}.snap: a "
+                         "shard's replay is missing (resume with snapshot.replay=false to start from an empty replay)")
+    if len(files) == n:
+        return [{"restore_from": f} for f in files]
+    return [{"restore_from": files, "route": (i, n)} for i in range(n)]
 
 
-def start_shards(cfg: DictConfig, host: str, restore_from: list[str | None] | None = None,
-                 ) -> tuple[list, list[str], list[str]]:
+def start_shards(cfg: DictConfig, host: str, restore: list[dict] | None = None) -> tuple[list, list[str], list[str]]:
     """The replay shards as Ray actors, each on a port fixed here, so that when Ray restarts a
     crashed one (`buffer.max_restarts`) it comes back on the same address: the actors' insert
     clients and the learner's sample client reconnect and send again what was unanswered, and
     with `buffer.data_dir` the shard restores everything it acknowledged. Control calls made
-    while a shard restarts wait for it (max_task_retries). `restore_from[i]`: the snapshot file
-    shard i starts from (replay_snapshot_files)."""
+    while a shard restarts wait for it (max_task_retries). `restore[i]`: what shard i starts from
+    (replay_restore)."""
     names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
-    restore_from = restore_from or [None] * len(names)
+    restore = restore or [{} for _ in names]
     shards = [
         ray.remote(ShardActor).options(name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
                                        max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
             shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host,
-            port=free_port(host), replay=replay_config(cfg), restore_from=restore_from[i])
+            port=free_port(host), replay=replay_config(cfg), **restore[i])
         for i, n in enumerate(names)
     ]
     return shards, names, ray.get([s.address.remote() for s in shards])
@@ -205,7 +210,7 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     path = model_path(cfg)
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
     resume_from = resume_path(cfg, run_dir)
-    shards, shard_names, addresses = start_shards(cfg, host, replay_snapshot_files(cfg, resume_from))
+    shards, shard_names, addresses = start_shards(cfg, host, replay_restore(cfg, resume_from))
 
     ds_config = deepspeed_setup.load_config(
         project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,

@@ -60,19 +60,23 @@ def test_a_short_run_ends_with_its_summary_and_curve_and_a_resume_starts_from_it
         shutil.rmtree(runs, ignore_errors=True)
 
 
-def test_a_resume_refuses_a_replay_saved_by_another_number_of_shards(tmp_path):
-    from launch.cluster import replay_snapshot_files
+def test_resumed_shards_start_from_their_own_files_or_route_every_old_file(tmp_path):
+    from launch.cluster import replay_restore
 
     (tmp_path / "replay").mkdir()
-    for i in range(2):
+    for i in range(11):
         (tmp_path / "replay" / f"shard-{i}.snap").write_bytes(b"")
-    cfg = OmegaConf.create({"buffer": {"shards": 3}, "snapshot": {"replay": True}})
-    with pytest.raises(ValueError, match="replay of 2 shards but buffer.shards=3"):
-        replay_snapshot_files(cfg, str(tmp_path))
-    cfg.buffer.shards = 2
-    assert replay_snapshot_files(cfg, str(tmp_path))[1] == str(tmp_path / "replay" / "shard-1.snap")
+    files = [str(tmp_path / "replay" / f"shard-{i}.snap") for i in range(11)]
+    cfg = OmegaConf.create({"buffer": {"shards": 11}, "snapshot": {"replay": True}})
+    assert replay_restore(cfg, str(tmp_path)) == [{"restore_from": f} for f in files]  # shard-10 is not 2nd
+    cfg.buffer.shards = 3
+    assert replay_restore(cfg, str(tmp_path)) == [{"restore_from": files, "route": (i, 3)} for i in range(3)]
     cfg.snapshot.replay = False
-    assert replay_snapshot_files(cfg, str(tmp_path)) == [None, None]
+    assert replay_restore(cfg, str(tmp_path)) == [{}, {}, {}]
+    cfg.snapshot.replay = True
+    (tmp_path / "replay" / "shard-4.snap").unlink()
+    with pytest.raises(ValueError, match="a shard's replay is missing"):
+        replay_restore(cfg, str(tmp_path))
 
 
 def test_ray_keeps_its_session_in_the_run_dir_unless_its_socket_paths_would_be_too_long(tmp_path):

@@ -230,3 +230,32 @@ def test_a_missing_or_broken_snapshot_file_is_a_named_error(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
         ReplayShard(capacity=40, config=config, restore_from=path)
+
+
+def test_a_replay_of_two_shards_restores_onto_three_by_route(tmp_path):
+    from buffer.routing import route_key, shard_for
+
+    rng = np.random.default_rng(95)
+    config = {"alpha": 1.0, "group_size": 2}
+    old = [ReplayShard(capacity=100, config=config) for _ in range(2)]
+    for g in range(12):
+        for _ in range(2):
+            t = make_trajectory(rng, group_id=f"g{g}")
+            old[shard_for(route_key(t.traj_id, t.group_id), 2)].insert(encode(t))
+    for s in old:
+        _update_some(s, rng, k=4)
+    old[1].set_policy_version(6)
+    files = [snapshot_mod.export_snapshot(tmp_path / f"shard-{i}.snap", s.export_view()) for i, s in enumerate(old)]
+    new = [ReplayShard(capacity=100, config=config, restore_from=files, route=(i, 3)) for i in range(3)]
+
+    held = {tid: s for s in old for tid in s.traj_ids()}
+    assert sorted(t for s in new for t in s.traj_ids()) == sorted(held)
+    for i, s in enumerate(new):
+        for tid in s.traj_ids():
+            traj = s.get(tid)
+            assert shard_for(route_key(tid, traj.group_id), 3) == i
+            np.testing.assert_array_equal(s.priorities_of(tid), held[tid].priorities_of(tid))
+        assert s.policy_version == 6 and s.stats()["groups_complete"] == len(s) // 2
+    assert sum(s.stats()["restored_trajectories"] for s in new) == 24
+    with pytest.raises(ValueError, match="need a route"):
+        ReplayShard(capacity=100, config=config, restore_from=files)

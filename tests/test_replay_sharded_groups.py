@@ -7,10 +7,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from buffer.routing import route_key, shard_for
 from buffer.schema import encode
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard
-from buffer.sharded import ShardedInsertClient, ShardedSampleClient, route_key, shard_for
+from buffer.sharded import ShardedInsertClient, ShardedSampleClient
 from tests.trajectories import chi_square, make_trajectory
 
 pytestmark = pytest.mark.timeout(120)
