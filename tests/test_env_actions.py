@@ -78,8 +78,8 @@ def test_error_message_names_the_expected_ref():
 
 
 def test_unknown_ref_mode():
-    with pytest.raises(ValueError):
-        parse_action("click(1)", "xpath")
+    with pytest.raises(ValueError, match="unknown ref_mode 'xpath'"):
+        parse_action("scroll(down)", "xpath")  # valid in either mode: only the mode can be refused
 
 
 @pytest.mark.parametrize(

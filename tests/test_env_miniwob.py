@@ -127,7 +127,7 @@ def test_wrong_click_fails(browser):
         ('click("no such button")', "text", "no element"),
         ("click(999)", "id", "no element"),
         ('type(4, "x")', "id", "not a textbox"),
-        ('press("NoSuchKey")', "text", ""),
+        ('press("NoSuchKey")', "text", "Unknown key"),
     ],
 )
 def test_invalid_action_gives_error_and_env_keeps_working(

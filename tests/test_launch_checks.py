@@ -1,8 +1,6 @@
 """Launch refuses wirings the weight plane cannot serve before starting anything, and the GPU
 experiment composes into one it can."""
 
-import json
-
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -47,7 +45,7 @@ def test_deepspeed_on_workers_uses_the_learners_accelerator(monkeypatch):
     assert worker_env("/tmp/run")["DS_ACCELERATOR"] == "cpu"
     monkeypatch.setenv("DS_ACCELERATOR", "xpu")  # the user's own choice wins
     assert worker_env("/tmp/run", "cuda")["DS_ACCELERATOR"] == "xpu"
-    assert json.dumps(worker_env("/tmp/run"))  # Ray's runtime_env takes plain strings
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in worker_env("/tmp/run").items())  # env vars
 
 
 def test_the_weight_group_is_gloo_only():

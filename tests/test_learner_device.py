@@ -67,7 +67,11 @@ def test_each_objective_trains_on_sampled_replay_items(model_path):
     results = objective_results(model_path, "cpu")
     for name, (loss, prio, grad, tokens) in results.items():
         assert np.isfinite(loss) and grad > 0 and tokens > 0, name
-    assert results["sft"][1] is None and results["ppo"][1].shape == results["grpo"][1].shape
+    assert results["sft"][1] is None
+    n_turns = len(replay_items(AutoTokenizer.from_pretrained(model_path))[1])
+    for name in ("ppo", "grpo"):  # one priority per drawn turn (|advantage|), back on the CPU
+        prio = results[name][1]
+        assert prio.shape == (n_turns,) and np.isfinite(prio).all() and (prio >= 0).all() and prio.any(), name
 
 
 @pytest.mark.gpu

@@ -68,9 +68,9 @@ def _oversized(rng):
 
 
 KINDS = {
-    "random_bytes": (_random_bytes, None),
+    "random_bytes": (_random_bytes, {"bad_msgpack", "not_a_map"}),  # the named codes random bytes can earn
     "truncated": (_truncated, {"bad_msgpack"}),
-    "wrong_type": (_wrong_type, None),
+    "wrong_type": (_wrong_type, {"wrong_type", "unknown_schema"}),  # a wrong-typed schema field is the latter
     "nan": (_nan, {"nan"}),
     "oversized": (_oversized, {"oversized"}),
 }
@@ -96,9 +96,8 @@ def test_thousand_fuzzed_frames_are_rejected_and_the_shard_keeps_serving():
             assert reply["error"] in ERROR_CODES and reply["detail"].startswith(reply["error"] + ": ")
             by_kind[kind][reply["error"]] += 1
         for kind, (_, expected) in KINDS.items():
-            if expected is not None:
-                assert set(by_kind[kind]) == expected, (kind, by_kind[kind])
-        assert sum(by_kind["wrong_type"].values()) == 200
+            assert set(by_kind[kind]) <= expected, (kind, by_kind[kind])
+        assert by_kind["wrong_type"]["wrong_type"] >= 190 and by_kind["truncated"]["bad_msgpack"] == 200
         with srv.lock:
             stats = shard.stats()
         assert sum(stats["rejected"].values()) == 1000 and stats["size_trajectories"] == 0

@@ -86,7 +86,8 @@ def test_group_importance_weights():
         trajs = _insert_group(shard, rng, gid, 2)
         keys = np.concatenate([shard.store.keys(shard.store.get(t.traj_id).slots) for t in trajs])
         shard.update_priorities(keys, np.full(len(keys), prio))
-    _, groups = shard.sample_groups(100, np.random.default_rng(69))
+    status, groups = shard.sample_groups(100, np.random.default_rng(69))
+    assert status == "ok" and len(groups) == 100 and {g["group_id"] for g in groups} == {"lo", "hi"}
     for g in groups:
         assert g["weight"] == pytest.approx(1.0 if g["group_id"] == "lo" else 0.5)
 

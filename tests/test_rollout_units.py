@@ -69,8 +69,9 @@ def test_default_task_and_per_task_max_steps():
 
 
 def test_bad_weights_are_refused():
-    with pytest.raises(ValueError):
-        TaskSampler("x", {"a": 0.0})
+    for weights in ({"a": 0.0}, {"a": 1.0, "b": -0.5}):
+        with pytest.raises(ValueError, match="task weights must be >= 0 with a positive sum"):
+            TaskSampler("x", weights)
 
 
 # ---- prompt history -----------------------------------------------------------------------

@@ -72,6 +72,11 @@ def test_durable_prioritized_shard_actor_survives_a_kill(ray_cluster, tmp_path):
             for t in trajs[8:]:
                 client.insert(t)
             client.flush()
+        with SampleClient(address, timeout_s=30) as sc:  # priority updates after the snapshot: in the log
+            keys = [it["key"] for it in sc.sample(16)]
+            assert sc.update_priorities(keys, np.arange(1, 17, dtype=float))["updated"] >= 1
+            before = sc.get([t.traj_id for t in trajs])
+        assert any((p != 1.0).any() for _, p in before.values())
         stats = ray.get(first.stats.remote(), timeout=30)
         assert stats["priority_mass"] > 0 and stats["durability"]["snapshots"] == 1
         assert (tmp_path / "shard-1").is_dir()
@@ -79,6 +84,10 @@ def test_durable_prioritized_shard_actor_survives_a_kill(ray_cluster, tmp_path):
         second = actor_cls.remote(1, 100, False, replay=replay)
         assert ray.get(second.traj_ids.remote(), timeout=60) == [t.traj_id for t in trajs]
         assert ray.get(second.stats.remote(), timeout=30)["restored_trajectories"] == 12
+        with SampleClient(ray.get(second.address.remote(), timeout=30), timeout_s=30) as sc:
+            after = sc.get([t.traj_id for t in trajs])
+        for tid, (_, prios) in before.items():
+            np.testing.assert_array_equal(after[tid][1], prios)
     finally:
         ray.kill(first)
         if second is not None:

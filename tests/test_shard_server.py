@@ -77,7 +77,7 @@ def test_address_is_loopback_tcp(server):
 
 
 def test_refuses_all_interfaces():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="never to all interfaces"):
         ShardServer(ReplayShard(capacity=1), host="0.0.0.0")
 
 
@@ -192,5 +192,5 @@ def test_stop_is_prompt_and_idempotent():
 
 def test_port_in_use_fails_loudly(server):
     port = int(server.address.rsplit(":", 1)[1])
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=f"failed to bind 127.0.0.1:{port}"):
         ShardServer(ReplayShard(capacity=1), port=port).start()
