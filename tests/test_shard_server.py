@@ -183,11 +183,14 @@ def test_sample_client(server, rng):
         assert len(sc.sample(1)) == 1  # the client is still in step after an error
 
 
-def test_stop_is_prompt_and_idempotent():
+def test_stop_ends_the_thread_releases_the_port_and_is_idempotent():
     srv = ShardServer(ReplayShard(capacity=1)).start()
+    port = int(srv.address.rsplit(":", 1)[1])
     srv.stop()
     srv.stop()
     assert not srv.running
+    again = ShardServer(ReplayShard(capacity=1), port=port).start()  # the port is free once stop returns
+    again.stop()
 
 
 def test_port_in_use_fails_loudly(server):
