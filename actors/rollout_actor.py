@@ -44,6 +44,7 @@ from actors.slot_metrics import STATES, SlotMetrics
 from actors.staleness import StalenessGate
 from actors.task_sampler import TaskSampler
 from buffer.client import InsertClient
+from buffer.ray_restart import restarted_by_ray
 from buffer.routing import route_key, shard_for
 from learner.weight_group import open_weight_group
 from learner.weight_receiver import WeightReceiver
@@ -58,7 +59,7 @@ class RolloutActor:
                  first_episode: int = 0):
         self.actor_id = actor_id
         self.instance = uuid.uuid4().hex  # a process Ray restarted is a new instance of the actor
-        self.restarted = _restarted_by_ray()
+        self.restarted = restarted_by_ray()
         self.rollout = dict(rollout)
         constraint_mode(self.rollout)  # a bad or conflicting constraint key fails here
         self.env_cfg = dict(env)
@@ -361,12 +362,3 @@ class RolloutActor:
             self._acks[status] = self._acks.get(status, 0) + 1
             if status == "stored":
                 self._inserted.append(traj_id)
-
-
-def _restarted_by_ray() -> bool:
-    """Whether this is a Ray actor whose process Ray restarted (False outside Ray)."""
-    import ray
-
-    if not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
-        return False
-    return ray.get_runtime_context().was_current_actor_reconstructed

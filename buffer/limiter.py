@@ -19,6 +19,7 @@ Not guaranteed:
   may then exceed max_diff by less than k · spi. Keep error_buffer >= spi · (longest trajectory).
 - After a restart of a shard without a data_dir everything starts from zero; with one, the
   counts come back (samples are logged, buffer/persistence.py) but the seen-diff extremes do not.
+  A shard that a resume starts from a learner snapshot's replay gets the counts its file holds.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """ShardActor: one replay shard as a long-lived process, for Ray to host.
 
-The launcher wraps it: `ray.remote(ShardActor).options(name="flywheel:shard-0", ...)`. Ray is
+The launcher wraps it: `ray.remote(ShardActor).options(name="shard-0", ...)` in namespace
+`flywheel`. Ray is
 the control plane only (address, stats, snapshot, stop); trajectories, samples and priority
 updates go over the ZMQ server this actor starts in a background thread.
 
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from buffer.ray_restart import restarted_by_ray
 from buffer.schema import DEFAULT_MAX_FRAME_BYTES
 from buffer.server import ShardServer
 from buffer.shard import ReplayShard
@@ -45,6 +47,10 @@ class ShardActor:
         route: tuple[int, int] | None = None,
     ):
         self.shard_id = shard_id
+        if restore_from is not None and restarted_by_ray():
+            # The resume's file is older than anything this shard served since: its data_dir log
+            # (if any) has all of that; without one a restarted shard comes back empty.
+            restore_from = None
         config = dict(replay or {})
         if config.get("data_dir"):
             config["data_dir"] = os.path.join(str(config["data_dir"]), f"shard-{shard_id}")

@@ -12,8 +12,7 @@ Not guaranteed:
   traj_id is stored again. A duplicate of a filtered trajectory is filtered (and counted) again.
 - With `data_dir`, an insert is durable once `commit()` returned (`insert(sync=True)`, the
   default, commits at once; the server inserts with sync=False and replies once the log writer
-  has made the batch durable). Without `data_dir` nothing survives the process (one started with
-  `restore_from` comes back to that file's state, not to what it held when it died).
+  has made the batch durable). Without `data_dir` nothing survives the process.
 - `sample()` items keep the thin shard's keys (loss_weight is the importance weight, 1.0 by
   default); keys, probabilities and priorities travel beside them on the returned SampleItems.
 """
@@ -385,7 +384,7 @@ class ReplayShard:
         self._last_capture_ms = ms
 
     def _persist_restored(self) -> None:
-        """Write what restore_file brought into this shard's (empty) directory before serving:
+        """Write what restore_files brought into this shard's (empty) directory before serving:
         until then a restart would find nothing there of it."""
         self.maybe_snapshot(force=True)
         snapshotter = self.durability.snapshotter

@@ -90,6 +90,20 @@ def check_weight_plane(cfg: DictConfig) -> None:
                          "still draining its engine, then begins")
 
 
+def check_replay_dirs(cfg: DictConfig) -> None:
+    """A `buffer.data_dir` holds one log per shard, split by the shard count that wrote it: refuse
+    another count (the logs' trajectories would sit on the wrong shards, some shard's not at all)."""
+    if not cfg.buffer.data_dir:
+        return
+    root = Path(project_path(cfg.buffer.data_dir))
+    held = {int(p.name[len("shard-"):]) for p in root.glob("shard-*")
+            if p.name[len("shard-"):].isdigit() and p.is_dir() and any(p.iterdir())}
+    if held and held != set(range(cfg.buffer.shards)):
+        raise ValueError(f"buffer.data_dir={root} holds the logs of shards {sorted(held)} but buffer.shards="
+                         f"{cfg.buffer.shards}: start with buffer.shards={len(held)}, or with a new buffer.data_dir "
+                         "(a resume then routes its snapshot's replay onto the new shards)")
+
+
 def replay_config(cfg: DictConfig) -> dict:
     """The shards' ReplayConfig: configs/buffer/ less the keys for launch (shards, max_restarts);
     data_dir from the project root."""
@@ -207,6 +221,7 @@ def build(cfg: DictConfig, run_dir: str) -> System:
 
     check_lora(cfg)
     check_weight_plane(cfg)
+    check_replay_dirs(cfg)
     path = model_path(cfg)
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
     resume_from = resume_path(cfg, run_dir)

@@ -30,6 +30,8 @@ of steps evicted since their draw are dropped by the shard (counted as stale).
 from __future__ import annotations
 
 import collections
+import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -50,6 +52,9 @@ from learner.weight_plane import WeightPlane
 
 GO, WAIT, STOP = 1, 0, -1
 REPLAY_EXPORT_TIMEOUT_S = 600  # the shards write their whole replay (hundreds of MB at capacity)
+STOP_TIMEOUT_S = 300 + REPLAY_EXPORT_TIMEOUT_S  # the last step, then the final snapshot
+
+log = logging.getLogger(__name__)
 
 
 class Learner:
@@ -143,7 +148,10 @@ class Learner:
         Call it on every rank."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=300)
+            self._thread.join(timeout=STOP_TIMEOUT_S)
+            if self._thread.is_alive() and self._error is None:  # say so, or a resume silently
+                self._error = TimeoutError(  # picks an older snapshot
+                    f"the learner did not stop within {STOP_TIMEOUT_S} s: its final snapshot is unfinished")
         self.sampler.close()
         self.plane.close()
         return self.stats()
@@ -164,10 +172,20 @@ class Learner:
         return str(path)
 
     def _save_replay(self, directory: Path) -> None:
-        """Every shard writes what it holds into the snapshot (launch restores it on resume)."""
-        (directory / "replay").mkdir()
-        written = ray.get([s.export_snapshot.remote(str(directory / "replay" / f"shard-{i}.snap"))
-                           for i, s in enumerate(self.shards)], timeout=REPLAY_EXPORT_TIMEOUT_S)
+        """Every shard writes what it holds into the snapshot (launch restores it on resume). A
+        shard that fails, or does not answer in time, costs the snapshot its replay, not the run:
+        the snapshot completes without one (a resume from it starts from an empty replay)."""
+        replay = directory / "replay"
+        replay.mkdir()
+        try:
+            written = ray.get([s.export_snapshot.remote(str(replay / f"shard-{i}.snap"))
+                               for i, s in enumerate(self.shards)], timeout=REPLAY_EXPORT_TIMEOUT_S)
+        except ray.exceptions.RayError as err:  # GetTimeoutError included
+            shutil.rmtree(replay, ignore_errors=True)
+            self._stats["snapshot_replay_failures"] += 1
+            self._last["snapshot_replay_error"] = f"{type(err).__name__}: {err}"
+            log.warning("snapshot %s without its replay: %s", directory.name, err)
+            return
         self._last["snapshot_replay_trajectories"] = sum(w["trajectories"] for w in written)
         self._last["snapshot_replay_s"] = max(w["seconds"] for w in written)
 
@@ -178,6 +196,8 @@ class Learner:
     def _run(self) -> None:
         try:
             if self._resumed:
+                if self.rank == 0:
+                    self.pacing.rebase(self._shard_stats(), self._stats["sampled"])
                 self.sync_weights()  # the actors started from the base model
             while True:
                 decision = self._decide()

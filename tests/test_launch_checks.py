@@ -4,7 +4,7 @@ experiment composes into one it can."""
 import pytest
 from hydra import compose, initialize_config_dir
 
-from launch.cluster import ROOT, check_lora, check_weight_plane, project_path, worker_env
+from launch.cluster import ROOT, check_lora, check_replay_dirs, check_weight_plane, project_path, worker_env
 from learner.deepspeed_setup import load_config
 
 
@@ -64,3 +64,13 @@ def test_parameters_are_counted_whole_where_zero3_partitioned_them():
     weight = model[1].weight
     weight.ds_numel, weight.data = weight.numel(), torch.empty(0)  # what ZeRO-3 leaves a rank
     assert param_count(model) == 23
+
+
+def test_a_data_dir_written_by_another_shard_count_is_refused(tmp_path):
+    for i in range(2):
+        (tmp_path / f"shard-{i}").mkdir()
+        (tmp_path / f"shard-{i}" / "log-00000001.seg").write_bytes(b"")
+    check_replay_dirs(composed("+exp=webgym", f"buffer.data_dir={tmp_path}", "buffer.shards=2"))
+    check_replay_dirs(composed("+exp=webgym", f"buffer.data_dir={tmp_path / 'new'}", "buffer.shards=3"))
+    with pytest.raises(ValueError, match=r"holds the logs of shards \[0, 1\] but buffer.shards=3"):
+        check_replay_dirs(composed("+exp=webgym", f"buffer.data_dir={tmp_path}", "buffer.shards=3"))

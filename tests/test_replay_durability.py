@@ -2,6 +2,7 @@
 written snapshots are ignored, ingest goes on while a snapshot is being written."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -201,9 +202,17 @@ def test_a_shard_starts_from_an_exported_snapshot(tmp_path):
     assert b.stats()["samples"] == a.stats()["samples"]
 
 
-def test_a_restored_snapshot_is_durable_before_the_shard_serves(tmp_path):
+def test_a_restored_snapshot_is_durable_before_the_shard_serves(tmp_path, monkeypatch):
     a, path, config = _exported(tmp_path, np.random.default_rng(91))
+    real = snapshot_mod.write_snapshot
+
+    def slow(*args, **kwargs):
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(snapshot_mod, "write_snapshot", slow)
     b = _shard(tmp_path / "data", capacity=40, **config, restore_from=path)
+    assert len(list((tmp_path / "data").glob("snapshot-*.snap"))) == 1  # written before the constructor returned
     _assert_same_state(a, b)
     _insert(b, np.random.default_rng(92), 3, policy_version=5)
     path.unlink()  # from here on the shard's own directory is all there is
