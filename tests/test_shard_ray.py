@@ -126,3 +126,36 @@ def test_launch_restarts_a_killed_shard_on_its_address(ray_cluster, tmp_path):
             assert len(sc.sample(8)) == 8
     finally:
         ray.kill(shard)
+
+
+def test_a_resumed_shard_exports_its_replay_and_a_ray_restart_does_not_restore_it_again(ray_cluster, tmp_path):
+    """A shard started from a learner snapshot's replay file holds that replay; once Ray restarts
+    its process, the file is older than what it served since: without a data_dir it comes back
+    empty (as any restarted shard without one), not to the resume's state."""
+    import os
+    import signal
+
+    rng = np.random.default_rng(6)
+    actor_cls = ray.remote(num_cpus=0, max_restarts=1, max_task_retries=-1)(ShardActor)
+    source = actor_cls.remote(0, 100, False)
+    trajs = [make_trajectory(rng) for _ in range(6)]
+    resumed = None
+    try:
+        with InsertClient(ray.get(source.address.remote(), timeout=60), window=4, timeout_s=30) as client:
+            for t in trajs:
+                client.insert(t)
+            client.flush()
+        written = ray.get(source.export_snapshot.remote(str(tmp_path / "shard-0.snap")), timeout=60)
+        assert written["trajectories"] == 6 and written["bytes"] > 0
+        resumed = actor_cls.remote(0, 100, False, restore_from=written["path"])
+        assert ray.get(resumed.traj_ids.remote(), timeout=60) == [t.traj_id for t in trajs]
+        assert ray.get(resumed.stats.remote(), timeout=30)["restored_from"] == "snapshot"
+        pid = ray.get(resumed.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        stats = ray.get(resumed.stats.remote(), timeout=120)  # waits for the restart
+        assert ray.get(resumed.__ray_call__.remote(lambda self: os.getpid()), timeout=30) != pid
+        assert stats["restored_from"] is None and stats["size_trajectories"] == 0
+    finally:
+        ray.kill(source)
+        if resumed is not None:
+            ray.kill(resumed)
