@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -47,7 +46,7 @@ from learner.algorithms import make_objective
 from learner.episode_items import episode_items
 from learner.lora import lora_settings, wrap_lora
 from learner.pacing import Pacing
-from learner.snapshot import load_snapshot, save_snapshot
+from learner.snapshot import load_snapshot, save_replay, save_snapshot
 from learner.weight_plane import WeightPlane
 
 GO, WAIT, STOP = 1, 0, -1
@@ -172,22 +171,13 @@ class Learner:
         return str(path)
 
     def _save_replay(self, directory: Path) -> None:
-        """Every shard writes what it holds into the snapshot (launch restores it on resume). A
-        shard that fails, or does not answer in time, costs the snapshot its replay, not the run:
-        the snapshot completes without one (a resume from it starts from an empty replay)."""
-        replay = directory / "replay"
-        replay.mkdir()
-        try:
-            written = ray.get([s.export_snapshot.remote(str(replay / f"shard-{i}.snap"))
-                               for i, s in enumerate(self.shards)], timeout=REPLAY_EXPORT_TIMEOUT_S)
-        except ray.exceptions.RayError as err:  # GetTimeoutError included
-            shutil.rmtree(replay, ignore_errors=True)
+        saved = save_replay(self.shards, directory, REPLAY_EXPORT_TIMEOUT_S)
+        if "error" in saved:
             self._stats["snapshot_replay_failures"] += 1
-            self._last["snapshot_replay_error"] = f"{type(err).__name__}: {err}"
-            log.warning("snapshot %s without its replay: %s", directory.name, err)
-            return
-        self._last["snapshot_replay_trajectories"] = sum(w["trajectories"] for w in written)
-        self._last["snapshot_replay_s"] = max(w["seconds"] for w in written)
+            log.warning("snapshot %s without its replay: %s", directory.name, saved["error"])
+        for key in ("error", "trajectories", "seconds"):  # only this snapshot's
+            self._last.pop(f"snapshot_replay_{key}", None)
+        self._last.update({f"snapshot_replay_{k}": v for k, v in saved.items()})
 
     def stats(self) -> dict:
         return dict(self._stats, **self._last, step=self.step, policy_version=self.policy_version,

@@ -90,6 +90,24 @@ def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dic
     return final
 
 
+def save_replay(shards: list, directory: Path, timeout_s: float) -> dict:
+    """Every replay shard (Ray handles, in shard order) writes what it holds to
+    `directory/replay/shard-<i>.snap`. A shard that fails, or does not answer within `timeout_s`,
+    costs the snapshot its replay, not the run: no file is left, and a resume from the snapshot
+    starts from an empty replay. Returns {"trajectories", "seconds"} or {"error"}."""
+    import ray
+
+    replay = directory / "replay"
+    replay.mkdir()
+    try:
+        written = ray.get([s.export_snapshot.remote(str(replay / f"shard-{i}.snap")) for i, s in enumerate(shards)],
+                          timeout=timeout_s)
+    except ray.exceptions.RayError as err:  # GetTimeoutError included
+        shutil.rmtree(replay, ignore_errors=True)
+        return {"error": f"{type(err).__name__}: {err}"}
+    return {"trajectories": sum(w["trajectories"] for w in written), "seconds": max(w["seconds"] for w in written)}
+
+
 def complete_snapshots(root: str | os.PathLike) -> list[Path]:
     """Complete snapshots under `root`, oldest first."""
     root = Path(root)

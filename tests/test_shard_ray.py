@@ -159,3 +159,29 @@ def test_a_resumed_shard_exports_its_replay_and_a_ray_restart_does_not_restore_i
         ray.kill(source)
         if resumed is not None:
             ray.kill(resumed)
+
+
+def test_a_learner_snapshot_holds_every_shards_replay_or_none(ray_cluster, tmp_path):
+    from learner.snapshot import save_replay
+
+    rng = np.random.default_rng(7)
+    actor_cls = ray.remote(num_cpus=0)(ShardActor)
+    shards = [actor_cls.remote(i, 100, False) for i in range(2)]
+    try:
+        for i, shard in enumerate(shards):
+            with InsertClient(ray.get(shard.address.remote(), timeout=60), window=4, timeout_s=30) as client:
+                for _ in range(3 + i):
+                    client.insert(make_trajectory(rng))
+                client.flush()
+        (tmp_path / "a").mkdir()
+        saved = save_replay(shards, tmp_path / "a", timeout_s=60)
+        assert saved["trajectories"] == 7
+        assert sorted(p.name for p in (tmp_path / "a" / "replay").iterdir()) == ["shard-0.snap", "shard-1.snap"]
+        ray.kill(shards[1])  # a shard gone for good: the snapshot goes on without a replay
+        (tmp_path / "b").mkdir()
+        saved = save_replay(shards, tmp_path / "b", timeout_s=60)
+        assert saved["error"].startswith("ActorDiedError"), saved  # named, not a stack trace
+        assert not (tmp_path / "b" / "replay").exists()
+    finally:
+        for shard in shards:
+            ray.kill(shard)
