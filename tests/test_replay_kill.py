@@ -45,18 +45,23 @@ class ShardProcess:
 
 
 @pytest.fixture
-def processes():
+def shard_process(tmp_path):
+    """Starts a ShardProcess on tmp_path (stopped at the end of the test)."""
     started: list[ShardProcess] = []
-    yield started
+
+    def start(**kwargs) -> ShardProcess:
+        started.append(ShardProcess(tmp_path, **kwargs))
+        return started[-1]
+
+    yield start
     for p in started:
         p.stop()
 
 
-def test_kill_9_mid_ingest_loses_no_acknowledged_trajectory(tmp_path, processes):
+def test_kill_9_mid_ingest_loses_no_acknowledged_trajectory(tmp_path, shard_process):
     rng = np.random.default_rng(90)
     config = {"alpha": 1.0, "snapshot_every_inserts": 60, "snapshot_every_s": None}
-    first = ShardProcess(tmp_path, config=config)
-    processes.append(first)
+    first = shard_process(config=config)
     trajs = [make_trajectory(rng) for _ in range(400)]
     by_id = {t.traj_id: t for t in trajs}
     ic = InsertClient(first.address, window=32, timeout_s=60)
@@ -81,8 +86,7 @@ def test_kill_9_mid_ingest_loses_no_acknowledged_trajectory(tmp_path, processes)
         assert len(acked) >= 150
         unacked_at_kill = ic.in_flight  # sent, never acknowledged: may or may not be stored
 
-        second = ShardProcess(tmp_path, port=first.port, config=config)  # same address
-        processes.append(second)
+        shard_process(port=first.port, config=config)  # a second process on the same address
         restored = sc.get(sorted(by_id))
         # Every acknowledged trajectory is back, with the same content...
         assert acked <= set(restored)
@@ -107,13 +111,12 @@ def test_kill_9_mid_ingest_loses_no_acknowledged_trajectory(tmp_path, processes)
         sc.close()
 
 
-def test_kill_9_keeps_every_sample_the_rate_limiter_allowed(tmp_path, processes):
+def test_kill_9_keeps_every_sample_the_rate_limiter_allowed(tmp_path, shard_process):
     """Samples are logged like inserts: after kill -9 the limiter's sample count is what the
     learner was handed, both from the snapshot header and from the log records after it."""
     rng = np.random.default_rng(91)
     config = {"samples_per_insert": 2.0, "min_size_to_sample": 8, "error_buffer": 4000, "snapshot_every_s": None}
-    first = ShardProcess(tmp_path, config=config)
-    processes.append(first)
+    first = shard_process(config=config)
     ic = InsertClient(first.address, window=16, timeout_s=60)
     sc = SampleClient(first.address, timeout_s=30)
     try:
@@ -134,8 +137,7 @@ def test_kill_9_keeps_every_sample_the_rate_limiter_allowed(tmp_path, processes)
         assert before["limiter"]["samples"] == before["samples"] == 3 * 16 + 4 * 8
         first.kill9()
 
-        second = ShardProcess(tmp_path, port=first.port, config=config)
-        processes.append(second)
+        shard_process(port=first.port, config=config)
         after = sc.stats()
         assert after["samples"] == before["samples"]
         for key in ("samples", "inserts", "deletes", "diff"):
@@ -145,13 +147,12 @@ def test_kill_9_keeps_every_sample_the_rate_limiter_allowed(tmp_path, processes)
         sc.close()
 
 
-def test_a_request_lost_with_a_killed_shard_is_sent_again_when_it_is_back(tmp_path, processes):
+def test_a_request_lost_with_a_killed_shard_is_sent_again_when_it_is_back(tmp_path, shard_process):
     """The learner's sample request waits in the shard (rate limited) when the shard is killed;
     the restarted shard never saw it, so the client asks again once the connection is back."""
     rng = np.random.default_rng(92)
-    first = ShardProcess(tmp_path, config={"samples_per_insert": 1.0, "min_size_to_sample": 1000,
-                                           "snapshot_every_s": None})
-    processes.append(first)
+    first = shard_process(config={"samples_per_insert": 1.0, "min_size_to_sample": 1000,
+                                  "snapshot_every_s": None})
     ic = InsertClient(first.address, window=16, timeout_s=60)
     sc = SampleClient(first.address, timeout_s=60)
     try:
@@ -165,8 +166,7 @@ def test_a_request_lost_with_a_killed_shard_is_sent_again_when_it_is_back(tmp_pa
                     break
             assert watcher.stats()["blocked_samples"] >= 1
         first.kill9()  # the request dies with the process
-        second = ShardProcess(tmp_path, port=first.port, config={"snapshot_every_s": None})
-        processes.append(second)
+        shard_process(port=first.port, config={"snapshot_every_s": None})
         reply = sc.reply(req, "sample")
         assert reply["status"] == "ok" and len(reply["items"]) == 4
         assert sc.resends == 1
