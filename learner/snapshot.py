@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from learner.deepspeed_setup import full_parameters
+
 MARKER = "COMPLETE"
 
 
@@ -69,8 +71,6 @@ def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dic
            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}  # dropout on GPUs
     torch.save({**state, "rng": rng}, tmp / _state_file(rank))
     _barrier()
-    from learner.deepspeed_setup import full_parameters
-
     with full_parameters(engine, policy):  # under ZeRO-3 rank 0 alone would save empty tensors
         if rank == 0:
             policy.save_pretrained(tmp / "hf", safe_serialization=True)
