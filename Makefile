@@ -11,8 +11,10 @@ DEV_STAMP := $(VENV)/.flywheel-dev
 webgym: install chromium
 	$(PY) launch/cluster.py +exp=webgym
 
+# PYTHONFAULTHANDLER: a crash (also at interpreter exit, after pytest's own handler is gone)
+# prints every thread's stack instead of a bare "Segmentation fault".
 test: $(DEV_STAMP) chromium
-	$(PY) -m pytest -q
+	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check actors buffer learner rewards launch tests bench
