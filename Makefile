@@ -17,7 +17,7 @@ test: $(DEV_STAMP) chromium
 	PYTHONFAULTHANDLER=1 $(PY) -m pytest -q
 
 lint: $(DEV_STAMP)
-	$(VENV)/bin/ruff check actors buffer learner rewards launch tests bench
+	$(VENV)/bin/ruff check actors buffer learner rewards weights launch tests bench
 
 install: $(CPU_STAMP)
 

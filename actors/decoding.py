@@ -2,11 +2,11 @@
 
 - "choice": the page's valid actions (Observation.allowed_actions) as a vLLM choice constraint;
   a page with none decodes unconstrained. The step records the choices, so the learner can
-  recompute the masked distribution (learner/masked_logprobs.py).
+  recompute the masked distribution (learner/scoring/masked_logprobs.py).
 - "grammar": the action language itself (actors/env/actions.action_grammar, by ref_mode) as a vLLM
   grammar constraint (EBNF) compiled by xgrammar. The step records constraint "grammar" and no allowed
   actions; the trajectory carries the EBNF text (wire field `grammar`), which the learner compiles
-  with xgrammar to score the same masked distribution (learner/grammar_mask.py).
+  with xgrammar to score the same masked distribution (learner/scoring/grammar_mask.py).
 - "none": unconstrained.
 
 The old boolean `rollout.constrained` still works (true: choice, false: none).

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from buffer.schema import Step, Trajectory
+from buffer.wire.schema import Step, Trajectory
 
 _STEP_FIELDS = {f.name for f in dataclasses.fields(Step)}
 

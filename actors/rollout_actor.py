@@ -10,15 +10,15 @@ arrive through the learner's weight group (update_weights); on the GPU path (eng
 gpu) through vLLM's weight-transfer engine (transfer_init / start / update / finish), with no
 request submitted between start and finish. A LoRA policy's adapter arrives the same way as
 weights (update_adapter), is written as a PEFT adapter directory under the run directory
-(actors/lora_adapter.py) and served from then on as a vLLM LoRA request.
+(actors/engine/lora_adapter.py) and served from then on as a vLLM LoRA request.
 
 A finished episode becomes a Trajectory, is scored by the configured reward and is inserted
-into the shard its group_id (else its traj_id) routes to (buffer/sharded.py). An episode whose
+into the shard its group_id (else its traj_id) routes to (buffer/net/sharded_clients.py). An episode whose
 page crashed or hung ends with outcome "unknown" (success False) and is still sent; its slot gets
 a fresh context (the browser is relaunched if it died) and the actor goes on. New episodes start only while the staleness gate
 admits them (actors/staleness.py) and the actor is started and not paused. A process Ray
 restarted (launch sets max_restarts) waits, unstarted, until the learner's next sync brings it
-into a new weight group and starts it (learner/weight_plane.py).
+into a new weight group and starts it (weights/plane.py).
 
 NOT guaranteed: episodes in progress at stop() are dropped (not sent); an episode whose page
 failed before its first step has nothing to send (counted as episodes_lost_at_reset); the
@@ -34,21 +34,21 @@ import time
 import uuid
 
 from actors.decoding import constraint_mode
-from actors.engine import make_engine
+from actors.engine.lora_adapter import AdapterDirs, adapter_root
+from actors.engine.vllm_cpu import make_engine
 from actors.env.browser import BrowserHandle
 from actors.env.miniwob import task_page
 from actors.env.slot import EnvSlot
-from actors.lora_adapter import AdapterDirs, adapter_root
 from actors.rollout_loop import RolloutLoop
 from actors.slot_metrics import STATES, SlotMetrics
 from actors.staleness import StalenessGate
 from actors.task_sampler import TaskSampler
-from buffer.client import InsertClient
+from buffer.net.insert_client import InsertClient
 from buffer.ray_restart import restarted_by_ray
 from buffer.routing import route_key, shard_for
-from learner.weight_group import open_weight_group
-from learner.weight_receiver import WeightReceiver
 from rewards import make_reward
+from weights.group import open_weight_group
+from weights.receiver import WeightReceiver
 
 ENV_KEYS = ("ref_mode", "observation", "screenshot", "step_timeout_s", "episode_max_time_s")
 

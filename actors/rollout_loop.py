@@ -35,7 +35,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from actors.decoding import StepConstraint, constraint_mode
-from actors.engine import Generation, VLLMEngine
+from actors.engine.vllm_cpu import Generation, VLLMEngine
 from actors.env.browser import BrowserHandle
 from actors.env.observation import Observation
 from actors.env.slot import EnvResult, EnvSlot

@@ -26,7 +26,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 
 from learner import deepspeed_setup
-from learner.sft import sft_loss
+from learner.objectives.sft import sft_loss
 
 
 def make_model(hidden: int, layers: int, vocab: int, seed: int):

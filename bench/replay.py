@@ -38,10 +38,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np
 
 from bench.replay_procs import WINDOW, make_frames, pump_client, raw_server, run_against, shard_cmd, spawn, stop
-from buffer.recency import Recency
-from buffer.sampler import PrioritizedSampler
-from buffer.shard import ReplayShard
-from buffer.sharded import ShardedInsertClient
+from buffer.core.recency import Recency
+from buffer.core.sampler import PrioritizedSampler
+from buffer.core.shard import ReplayShard
+from buffer.net.sharded_clients import ShardedInsertClient
 
 
 def bench_ingest(frames, repeats: int, tmp: str) -> dict:
@@ -90,7 +90,7 @@ def breakdown(frames: list[tuple[str, bytes, str]], repeats: int = 3) -> dict[st
 def _breakdown_once(frames: list[tuple[str, bytes, str]]) -> dict[str, float]:
     import msgpack as _m
 
-    from buffer.wire_decode import decode
+    from buffer.wire.decode import decode
 
     fs = [f for _, f, _ in frames[:2000]]
     out: dict[str, float] = {}

@@ -21,9 +21,9 @@ import msgpack
 import numpy as np
 import zmq
 
-from buffer.client import InsertClient
-from buffer.sample_client import SampleClient
-from buffer.schema import Step, Trajectory, encode
+from buffer.net.insert_client import InsertClient
+from buffer.net.sample_client import SampleClient
+from buffer.wire.schema import Step, Trajectory, encode
 
 ROOT = Path(__file__).resolve().parents[1]
 

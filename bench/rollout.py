@@ -45,13 +45,13 @@ import psutil
 from omegaconf import OmegaConf
 
 from actors.decoding import StepConstraint, constraint_mode
-from actors.engine import VLLMEngine, make_engine
+from actors.engine.vllm_cpu import VLLMEngine, make_engine
 from actors.env.browser import launch_browser
 from actors.env.miniwob import MiniWoBEnv
 from actors.episode import render_prompt
 from actors.rollout_actor import RolloutActor
-from buffer.server import ShardServer
-from buffer.shard import ReplayShard
+from buffer.core.shard import ReplayShard
+from buffer.net.server import ShardServer
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 

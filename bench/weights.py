@@ -43,8 +43,8 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import torch
 
 from learner.tiny_model import TinyModelSpec, build_tiny_model
-from learner.weight_group import host_store, open_weight_group
-from learner.weight_sender import WeightSender
+from weights.broadcast import WeightSender
+from weights.group import host_store, open_weight_group
 
 CACHE = ROOT / ".cache" / "bench"
 MODES = ("raw", "per_param", "flywheel", "per_param_transfer", "bucketed_transfer")
@@ -69,8 +69,8 @@ def build_100m(tiny_path: Path) -> Path:
 
 def receiver(port: int, model_path: str, shapes: dict, conn) -> None:
     """Rank 1: an engine serving the model; receives on command and answers when usable."""
-    from actors.engine import VLLMEngine
-    from learner.weight_receiver import WeightReceiver
+    from actors.engine.vllm_cpu import VLLMEngine
+    from weights.receiver import WeightReceiver
 
     group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", 120)
     engine = VLLMEngine(model_path, max_model_len=256)  # the sync is measured, not generation

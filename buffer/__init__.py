@@ -14,7 +14,7 @@ Importing `buffer` loads only the schema and its decoder (numpy, msgpack, msgspe
 modules for the rest. Never imports torch.
 """
 
-from buffer.schema import SCHEMA_VERSION, Step, Trajectory, WireError, encode
-from buffer.wire_decode import decode
+from buffer.wire.decode import decode
+from buffer.wire.schema import SCHEMA_VERSION, Step, Trajectory, WireError, encode
 
 __all__ = ["SCHEMA_VERSION", "Step", "Trajectory", "WireError", "decode", "encode"]

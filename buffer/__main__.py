@@ -2,7 +2,7 @@
 
 Prints one line `address tcp://HOST:PORT` on stdout once it serves, then serves until SIGTERM or
 SIGINT (it closes its log on the way out). Used by the kill -9 test and the benchmark; Ray hosts
-shards through buffer/service.py instead.
+shards through buffer/shard_actor.py instead.
 
 Not guaranteed: nothing supervises this process (no restart on crash).
 """
@@ -15,8 +15,8 @@ import signal
 import sys
 import threading
 
-from buffer.server import ShardServer
-from buffer.shard import ReplayShard
+from buffer.core.shard import ReplayShard
+from buffer.net.server import ShardServer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Start (or join) a Ray cluster and run the Flywheel loop: `python launch/cluster.py +exp=webgym`.
 
 Wiring order: the model (built on first use), replay shards, the learner, rollout actors, then
-the learner connects the actors (learner/weight_plane.py: the weight group joining rank 0 and
+the learner connects the actors (weights/plane.py: the weight group joining rank 0 and
 every engine; GPU engines join vLLM's weight-transfer group at the first sync). Learner ranks on
 NCCL and GPU engines ask Ray for their GPUs (1 per rank, tensor_parallel_size per actor). Ray
 restarts a crashed shard (on its address) or rollout actor (the learner's next sync brings it
@@ -28,10 +28,10 @@ from omegaconf import DictConfig, OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from buffer.service import ShardActor
+from buffer.shard_actor import ShardActor
 from launch.progress import Progress
+from learner.checkpoint import latest_snapshot, snapshot_state
 from learner.deepspeed_setup import free_port
-from learner.snapshot import latest_snapshot, snapshot_state
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
 
@@ -217,7 +217,7 @@ def build(cfg: DictConfig, run_dir: str) -> System:
     """Start every component and wire them; returns once all are ready (nothing runs yet)."""
     from actors.rollout_actor import RolloutActor
     from learner import deepspeed_setup
-    from learner.learner_actor import Learner
+    from learner.learner import Learner
 
     check_lora(cfg)
     check_weight_plane(cfg)

@@ -5,13 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 
+from weights.group import free_port  # the DeepSpeed master's port is picked as the weight store's
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+__all__ = ["SCHEDULES", "free_port", "full_parameters", "init_rank", "initialize", "load_config", "param_count"]
 
 
 SCHEDULES = ("constant_with_warmup", "cosine")

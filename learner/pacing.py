@@ -3,7 +3,7 @@
 The learner waits until the replay holds `min_replay_steps` steps (or, drawing groups, one
 complete group), and keeps the steps all ranks have drawn within `samples_per_insert` × the steps
 the shards have stored, so a fast learner cannot over-fit the first few episodes while the actors
-are still collecting. (How a draw is split over the shards: buffer/sharded.py.)
+are still collecting. (How a draw is split over the shards: buffer/net/sharded_clients.py.)
 
 After a resume the ratio starts afresh where the replay no longer backs the learner's draws (an
 empty replay, or one restored onto another number of shards counts only what it restored):

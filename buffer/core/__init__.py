@@ -1,0 +1,1 @@
+"""The replay itself, in memory: ReplayShard (shard) composed of storage, sum trees, the prioritized sampler, recency, filters, the samples-per-insert limiter, GRPO groups, sample items, meters and its config."""

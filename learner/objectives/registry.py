@@ -1,0 +1,24 @@
+"""The learner's objectives behind one small interface, chosen by `algorithm.name`.
+
+An objective has
+  sampling      "steps" (single steps: SFT) or "groups" (whole episodes grouped by task
+                instance: GRPO; PPO draws groups of one)
+  wrap(model)   the module DeepSpeed trains (PPO adds its value head; a KL term keeps a frozen
+                copy of the model it is given)
+  loss(engine, items) → (loss, metrics, new priorities per item or None, tokens in the batch)
+"""
+
+from __future__ import annotations
+
+from learner.objectives.grpo import GRPO
+from learner.objectives.ppo import PPO
+from learner.objectives.sft import SFT
+
+OBJECTIVES = {"sft": SFT, "ppo": PPO, "grpo": GRPO}
+
+
+def make_objective(cfg: dict, tokenizer, *, max_len: int):
+    name = cfg.get("name")
+    if name not in OBJECTIVES:
+        raise ValueError(f"algorithm.name must be one of {sorted(OBJECTIVES)}, got {name!r}")
+    return OBJECTIVES[name](cfg, tokenizer, max_len=max_len)

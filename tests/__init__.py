@@ -1,0 +1,1 @@
+"""Flywheel's tests, one folder per room; shared helpers in support/."""
