@@ -2,6 +2,7 @@
 
 from functools import partial
 
+from rewards.config import RewardConfig
 from rewards.outcome import env_reward, outcome_reward, success_reward
 
 REWARDS = {"success": success_reward, "outcome": outcome_reward, "env": env_reward}
@@ -13,3 +14,8 @@ def make_reward(name: str, **params):
     if name not in REWARDS:
         raise ValueError(f"reward.name must be one of {sorted(REWARDS)}, got {name!r}")
     return partial(REWARDS[name], **params)
+
+
+def reward_from_config(config: RewardConfig):
+    """The reward function a RewardConfig names, its params bound."""
+    return make_reward(config.name, **config.params)
