@@ -1,4 +1,5 @@
-"""ReplayShard: one replay shard without networking, composed of small parts.
+"""ReplayShard: one replay shard without networking, composed of small parts (their state and
+how a trajectory is stored: ShardState, buffer/core/shard_state.py).
 
   decode (schema) → duplicate check → filters → staleness gate → rate limiter → log (persistence)
   → storage (FIFO, slots) → sampler (sum trees: priority^α × recency) → groups (GRPO)
@@ -20,7 +21,6 @@ Not guaranteed:
 from __future__ import annotations
 
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,12 @@ import numpy as np
 
 from buffer.core.config import ReplayConfig
 from buffer.core.filters import SUCCESS_ONLY, Filters
-from buffer.core.groups import GroupIndex
 from buffer.core.items import SampleItems, group_item, step_item
-from buffer.core.limiter import RateLimiter
-from buffer.core.meters import RateMeter, RunningMean
-from buffer.core.recency import Recency
-from buffer.core.sampler import PrioritizedSampler
-from buffer.core.storage import TrajectoryStore
+from buffer.core.shard_state import ShardState
 from buffer.durability.persistence import Durability
-from buffer.durability.restore import restore, restore_files, snapshot_header
+from buffer.durability.restore import restore, restore_files
 from buffer.wire.decode import decode
-from buffer.wire.schema import Trajectory, WireError, encode
+from buffer.wire.schema import WireError, encode
 
 STALE = "stale"
 
@@ -49,10 +44,12 @@ def _finite(x: float) -> float | None:
 
 def _reply(status: str, traj_id: str | None, filt: str | None, error: str | None, detail: str | None, seq: int) -> dict[str, Any]:
     return {"status": status, "traj_id": traj_id, "filter": filt, "error": error, "detail": detail, "seq": seq}
+
+
 __all__ = ["STALE", "SUCCESS_ONLY", "ReplayShard", "SampleItems"]
 
 
-class ReplayShard:
+class ReplayShard(ShardState):
     def __init__(
         self,
         capacity: int | None = None,
@@ -71,24 +68,8 @@ class ReplayShard:
         cfg = config if isinstance(config, ReplayConfig) else ReplayConfig.from_dict(config)
         explicit = {"capacity": capacity, "success_only": success_only, "max_frame_bytes": max_frame_bytes}
         cfg = ReplayConfig.from_dict(cfg.to_dict(), **{k: v for k, v in explicit.items() if v is not None})
-        self.config = cfg
-        self.capacity, self.success_only, self.max_frame_bytes = cfg.capacity, cfg.success_only, cfg.max_frame_bytes
-        self.store = TrajectoryStore(cfg.capacity)
-        self.recency = Recency(cfg.recency_gamma, cfg.recency_power, cfg.recency_window, cfg.max_staleness, cfg.rebase_every)
-        self.sampler = PrioritizedSampler(cfg.alpha, cfg.beta, self.recency, cfg.initial_priority)
+        super().__init__(cfg)
         self.filters = Filters(cfg.success_only, cfg.same_screenshot, cfg.min_token_length, cfg.min_steps, cfg.drop_empty)
-        self.limiter = (
-            RateLimiter(cfg.samples_per_insert, cfg.min_size_to_sample, cfg.error_buffer)
-            if cfg.samples_per_insert is not None
-            else None
-        )
-        self.groups = GroupIndex(cfg.group_size) if cfg.group_size is not None else None
-        self.counters: Counter[str] = Counter()
-        self._filtered: Counter[str] = Counter()
-        self._filtered_steps: Counter[str] = Counter()
-        self._rejected: Counter[str] = Counter()
-        self._insert_rate, self._sample_rate = RateMeter(), RateMeter()
-        self._staleness = RunningMean()
         self.durability: Durability | None = None
         self._last_capture_ms: float | None = None
         self.restored_from: str | None = None  # "log" (its own directory), "snapshot" (restore_from)
@@ -100,24 +81,13 @@ class ReplayShard:
                 snapshot_every_s=cfg.snapshot_every_s,
                 snapshot_every_inserts=cfg.snapshot_every_inserts,
             )
-            if restore(self):
+            if restore(self, self.durability):
                 self.restored_from = "log"
         if restore_from is not None and self.restored_from is None:
             restore_files(self, restore_from, route)
             self.restored_from = "snapshot"
             if self.durability is not None:
                 self._persist_restored()
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    @property
-    def num_steps(self) -> int:
-        return self.store.num_steps
-
-    @property
-    def policy_version(self) -> int:
-        return self.sampler.newest
 
     # --- insert ---
 
@@ -169,25 +139,6 @@ class ReplayShard:
         self._store(stored, priority)
         reply["status"] = "stored"
         return reply
-
-    def _store(self, traj: Trajectory, priority: float | np.ndarray) -> None:
-        record, evicted = self.store.add(traj)
-        for old in evicted:
-            self.sampler.remove(old.slots)
-            if self.groups is not None:
-                self.groups.remove(old)
-            if self.limiter is not None:
-                self.limiter.on_delete(len(old.slots))
-        self.sampler.add(record.slots, [s.policy_version for s in traj.steps], priority)
-        if self.groups is not None:
-            self.groups.add(record)
-        if self.limiter is not None:
-            self.limiter.on_insert(len(record.slots))
-        c = self.counters
-        c["stored"] += 1
-        c["stored_steps"] += len(record.slots)
-        c["evicted"] += len(evicted)
-        self._insert_rate.add()
 
     def commit(self) -> None:
         """Make every insert and priority update so far durable (no-op without data_dir)."""
@@ -287,22 +238,7 @@ class ReplayShard:
                 self.groups.touch_slots(slots)
         return {"status": "ok", "updated": len(slots), "stale": stale}
 
-    def priorities_of(self, traj_id: str) -> np.ndarray | None:
-        record = self.store.get(traj_id)
-        return None if record is None else self.sampler.priorities(record.slots)
-
-    # --- lookups and stats ---
-
-    def get(self, traj_id: str) -> Trajectory | None:
-        record = self.store.get(traj_id)
-        return None if record is None else record.traj
-
-    def traj_ids(self) -> list[str]:
-        """Stored traj_ids, oldest first."""
-        return self.store.traj_ids()
-
-    def priority_mass(self) -> float:
-        return self.sampler.mass()
+    # --- stats ---
 
     def info(self) -> dict[str, Any]:
         """What a sharded sampling client needs to split a batch across shards."""
@@ -369,7 +305,7 @@ class ReplayShard:
     def snapshot_view(self) -> tuple[dict[str, Any], list, np.ndarray]:
         """(header, stored records, a copy of the priorities by slot): what a snapshot writes,
         safe to write from another thread once taken. Call under the lock."""
-        return snapshot_header(self), self.store.records(), self.sampler.snapshot_priorities()
+        return self.snapshot_header(), self.store.records(), self.sampler.snapshot_priorities()
 
     def export_view(self) -> tuple[dict[str, Any], list, np.ndarray]:
         """snapshot_view() for a snapshot outside the log, with its capture time in the stats."""
