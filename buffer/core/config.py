@@ -1,9 +1,13 @@
-"""ReplayConfig: every knob of one replay shard, flat (one Hydra map, `configs/buffer/*.yaml`).
+"""ReplayConfig: every knob of one replay shard, flat; BufferConfig: the launcher's view of the
+replay (`configs/buffer/*.yaml`, one Hydra map), that is ReplayConfig plus how many shards to
+start and how often Ray restarts a crashed one.
 
 Defaults reproduce the thin shard: uniform sampling over steps, FIFO eviction, no limiter, no
-gate, nothing on disk. `ReplayConfig.from_dict` refuses unknown keys, so a typo in a config file
-fails at start-up instead of silently doing nothing; keys that belong to the launcher rather than
-to a shard (`shards`) are ignored.
+gate, nothing on disk. Every default lives here, once. `from_dict` refuses unknown keys, so a
+typo in a config file fails at start-up instead of silently doing nothing; a shard takes only its
+own part (`BufferConfig.replay()`), so `shards` or `max_restarts` given to a shard are refused too.
+The annotations are the ones OmegaConf accepts (plain types, `X | None`), so both classes can be
+Hydra structured configs.
 
 Not guaranteed: the values are checked for type and range only here; combinations that cannot
 make progress (e.g. a limiter whose error buffer is narrower than one trajectory) are documented
@@ -17,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from buffer.wire.schema import DEFAULT_MAX_FRAME_BYTES
-
-_LAUNCHER_KEYS = frozenset({"shards"})
 
 
 @dataclass
@@ -75,7 +77,7 @@ class ReplayConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None = None, **overrides: Any) -> ReplayConfig:
-        merged = {k: v for k, v in dict(values or {}).items() if k not in _LAUNCHER_KEYS}
+        merged = dict(values or {})
         merged.update(overrides)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(merged) - known)
@@ -85,3 +87,20 @@ class ReplayConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class BufferConfig(ReplayConfig):
+    """The replay as the launcher starts it: every shard gets `replay()`."""
+
+    shards: int = 1  # replay shards; a trajectory goes to its group's shard (buffer/routing.py)
+    max_restarts: int = 3  # Ray restarts a crashed shard this many times, on the same address
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.shards < 1:
+            raise ValueError(f"shards must be >= 1, got {self.shards}")
+
+    def replay(self) -> ReplayConfig:
+        """The shard's part: every ReplayConfig field as set here."""
+        return ReplayConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(ReplayConfig)})

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from buffer.core.config import ReplayConfig
+from buffer.core.config import BufferConfig, ReplayConfig
 from buffer.core.filters import SUCCESS_ONLY, Filters
 from buffer.core.items import SampleItems, group_item, step_item
 from buffer.core.shard_state import ShardState
@@ -65,6 +65,8 @@ class ReplayShard(ShardState):
         index, the number of shards) the files of a replay that had another number of shards
         (only what routes here is kept). With a data_dir, that state is made durable there (a
         snapshot, waited for) before the shard serves."""
+        if isinstance(config, BufferConfig):
+            config = config.replay()
         cfg = config if isinstance(config, ReplayConfig) else ReplayConfig.from_dict(config)
         explicit = {"capacity": capacity, "success_only": success_only, "max_frame_bytes": max_frame_bytes}
         cfg = ReplayConfig.from_dict(cfg.to_dict(), **{k: v for k, v in explicit.items() if v is not None})

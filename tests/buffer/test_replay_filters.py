@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from buffer.core.config import ReplayConfig
+from buffer.core.config import BufferConfig, ReplayConfig
 from buffer.core.shard import ReplayShard
 from buffer.wire.decode import decode
 from buffer.wire.schema import WireError, encode
@@ -114,6 +114,20 @@ def test_duplicate_of_a_step_filtered_trajectory_is_still_a_duplicate(rng):
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown replay config keys"):
         ReplayConfig.from_dict({"alpah": 0.6})
-    assert ReplayConfig.from_dict({"shards": 4, "alpha": 0.6}).alpha == 0.6
+    assert BufferConfig.from_dict({"shards": 4, "alpha": 0.6}).replay().alpha == 0.6
     with pytest.raises(ValueError):
         ReplayConfig(min_token_length=-1)
+
+
+def test_buffer_config_is_the_replay_config_and_the_launchers_two_keys():
+    cfg = BufferConfig(shards=3, max_restarts=1, capacity=7, alpha=0.5, data_dir="/tmp/replay")
+    replay = cfg.replay()
+    assert type(replay) is ReplayConfig
+    assert replay == ReplayConfig(capacity=7, alpha=0.5, data_dir="/tmp/replay")
+    assert set(cfg.to_dict()) - set(replay.to_dict()) == {"shards", "max_restarts"}
+    assert (BufferConfig().shards, BufferConfig().max_restarts) == (1, 3)
+    with pytest.raises(ValueError, match="shards"):  # a shard takes only its own part
+        ReplayConfig.from_dict({"shards": 4})
+    with pytest.raises(ValueError, match="shards"):
+        BufferConfig(shards=0)
+    assert ReplayShard(config=cfg).capacity == 7  # a BufferConfig given to a shard: its replay part
