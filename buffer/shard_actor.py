@@ -1,12 +1,11 @@
 """ShardActor: one replay shard as a long-lived process, for Ray to host.
 
 The launcher wraps it: `ray.remote(ShardActor).options(name="shard-0", ...)` in namespace
-`flywheel`. Ray is
-the control plane only (address, stats, snapshot, stop); trajectories, samples and priority
-updates go over the ZMQ server this actor starts in a background thread.
+`flywheel`. Ray is the control plane only (address, stats, snapshot, stop); trajectories, samples
+and priority updates go over the ZMQ server this actor starts in a background thread.
 
-`replay` is a ReplayConfig map (configs/buffer/*.yaml); the explicit capacity / success_only /
-max_frame_bytes arguments override its keys. With `replay["data_dir"]` set, the shard keeps its
+`config` is the shard's typed ReplayConfig (buffer/core/config.py; the launcher passes
+`BufferConfig.replay()` of `configs/buffer/*.yaml`). With `config.data_dir` set, the shard keeps its
 log and snapshots in `<data_dir>/shard-<shard_id>` and a restarted actor restores from there;
 `restore_from` (a file `export_snapshot` wrote, e.g. into a learner snapshot; or with `route`, the
 files of a replay that had another number of shards) seeds a shard whose directory holds nothing,
@@ -20,43 +19,40 @@ shared with the node that restores it (as DeepSpeed's checkpoints need).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from buffer.core.config import ReplayConfig
 from buffer.core.shard import ReplayShard
 from buffer.durability.snapshot import export_snapshot
 from buffer.net.server import ShardServer
 from buffer.ray_restart import restarted_by_ray
-from buffer.wire.schema import DEFAULT_MAX_FRAME_BYTES
 
 
 class ShardActor:
     def __init__(
         self,
         shard_id: int,
-        capacity: int,
-        success_only: bool,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-        seed: int | None = None,
-        replay: dict[str, Any] | None = None,
+        host: str,
+        port: int,
+        config: ReplayConfig,
+        *,
         restore_from: str | list[str] | None = None,
         route: tuple[int, int] | None = None,
     ):
+        """`port` 0 picks a free one (then a restarted actor binds another)."""
         self.shard_id = shard_id
         if restore_from is not None and restarted_by_ray():
             # The resume's file is older than anything this shard served since: its data_dir log
             # (if any) has all of that; without one a restarted shard comes back empty.
             restore_from = None
-        config = dict(replay or {})
-        if config.get("data_dir"):
-            config["data_dir"] = os.path.join(str(config["data_dir"]), f"shard-{shard_id}")
-        self._shard = ReplayShard(capacity, success_only=success_only, max_frame_bytes=max_frame_bytes, config=config,
-                                  restore_from=restore_from, route=route)
-        self._server = ShardServer(self._shard, host=host, port=port, seed=seed).start()
+        if config.data_dir:
+            config = dataclasses.replace(config, data_dir=os.path.join(str(config.data_dir), f"shard-{shard_id}"))
+        self._shard = ReplayShard(config=config, restore_from=restore_from, route=route)
+        self._server = ShardServer(self._shard, host=host, port=port).start()
 
     def address(self) -> str:
         """The ZMQ endpoint, e.g. "tcp://127.0.0.1:5555"."""

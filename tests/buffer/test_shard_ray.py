@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import ray
 
+from buffer.core.config import ReplayConfig
 from buffer.net.insert_client import InsertClient
 from buffer.net.sample_client import SampleClient
 from buffer.shard_actor import ShardActor
@@ -28,7 +29,7 @@ def ray_cluster():
 def test_shard_actor_under_ray(ray_cluster):
     rng = np.random.default_rng(3)
     actor_cls = ray.remote(num_cpus=0)(ShardActor)
-    shard = actor_cls.options(name="flywheel:shard-0").remote(0, 5, True)
+    shard = actor_cls.options(name="flywheel:shard-0").remote(0, "127.0.0.1", 0, ReplayConfig(capacity=5, success_only=True))
     try:
         address = ray.get(shard.address.remote(), timeout=60)
         assert address.startswith("tcp://127.0.0.1:")
@@ -58,8 +59,9 @@ def test_shard_actor_under_ray(ray_cluster):
 def test_durable_prioritized_shard_actor_survives_a_kill(ray_cluster, tmp_path):
     rng = np.random.default_rng(4)
     actor_cls = ray.remote(num_cpus=0)(ShardActor)
-    replay = {"alpha": 1.0, "beta": 0.5, "recency_gamma": 0.9, "data_dir": str(tmp_path), "snapshot_every_s": None}
-    first = actor_cls.remote(1, 100, False, replay=replay)
+    replay = ReplayConfig(capacity=100, alpha=1.0, beta=0.5, recency_gamma=0.9, data_dir=str(tmp_path),
+                          snapshot_every_s=None)
+    first = actor_cls.remote(1, "127.0.0.1", 0, replay)
     second = None
     try:
         address = ray.get(first.address.remote(), timeout=60)
@@ -81,7 +83,7 @@ def test_durable_prioritized_shard_actor_survives_a_kill(ray_cluster, tmp_path):
         assert stats["priority_mass"] > 0 and stats["durability"]["snapshots"] == 1
         assert (tmp_path / "shard-1").is_dir()
         ray.kill(first)  # no clean shutdown: the log and the snapshot must carry everything
-        second = actor_cls.remote(1, 100, False, replay=replay)
+        second = actor_cls.remote(1, "127.0.0.1", 0, replay)
         assert ray.get(second.traj_ids.remote(), timeout=60) == [t.traj_id for t in trajs]
         assert ray.get(second.stats.remote(), timeout=30)["restored_trajectories"] == 12
         with SampleClient(ray.get(second.address.remote(), timeout=30), timeout_s=30) as sc:
@@ -137,7 +139,7 @@ def test_a_resumed_shard_exports_its_replay_and_a_ray_restart_does_not_restore_i
 
     rng = np.random.default_rng(6)
     actor_cls = ray.remote(num_cpus=0, max_restarts=1, max_task_retries=-1)(ShardActor)
-    source = actor_cls.remote(0, 100, False)
+    source = actor_cls.remote(0, "127.0.0.1", 0, ReplayConfig(capacity=100))
     trajs = [make_trajectory(rng) for _ in range(6)]
     resumed = None
     try:
@@ -147,7 +149,7 @@ def test_a_resumed_shard_exports_its_replay_and_a_ray_restart_does_not_restore_i
             client.flush()
         written = ray.get(source.export_snapshot.remote(str(tmp_path / "shard-0.snap")), timeout=60)
         assert written["trajectories"] == 6 and written["bytes"] > 0
-        resumed = actor_cls.remote(0, 100, False, restore_from=written["path"])
+        resumed = actor_cls.remote(0, "127.0.0.1", 0, ReplayConfig(capacity=100), restore_from=written["path"])
         assert ray.get(resumed.traj_ids.remote(), timeout=60) == [t.traj_id for t in trajs]
         assert ray.get(resumed.stats.remote(), timeout=30)["restored_from"] == "snapshot"
         pid = ray.get(resumed.__ray_call__.remote(lambda self: os.getpid()), timeout=30)
@@ -166,7 +168,7 @@ def test_a_learner_snapshot_holds_every_shards_replay_or_none(ray_cluster, tmp_p
 
     rng = np.random.default_rng(7)
     actor_cls = ray.remote(num_cpus=0)(ShardActor)
-    shards = [actor_cls.remote(i, 100, False) for i in range(2)]
+    shards = [actor_cls.remote(i, "127.0.0.1", 0, ReplayConfig(capacity=100)) for i in range(2)]
     try:
         for i, shard in enumerate(shards):
             with InsertClient(ray.get(shard.address.remote(), timeout=60), window=4, timeout_s=30) as client:
