@@ -1,17 +1,17 @@
-"""Learner snapshots: DeepSpeed checkpoint + HF-format model + learner state, atomic, last K kept.
+"""Learner checkpoints: DeepSpeed checkpoint + HF-format model + learner state, atomic, last K kept.
 
-Layout of one snapshot, `<root>/step-00000420/`:
+Layout of one checkpoint, `<root>/step-00000420/`:
     deepspeed/   engine.save_checkpoint (weights, optimizer, scheduler) under tag "ckpt"
     hf/          the model in HF format (safetensors) with its tokenizer: loadable on its own;
                  for a LoRA policy its PEFT adapter (adapter_model.safetensors, adapter_config.json)
     learner_state.pt   step, policy_version, counters, torch (CPU and CUDA) / numpy / python RNG states
                        (rank k > 0 of a multi-rank learner: learner_state.rank<k>.pt)
     replay/shard-<i>.snap   each replay shard's trajectories, priorities, counters and rate-limiter
-                       state (buffer/durability/snapshot.py format), unless `snapshot.replay` is off
-    COMPLETE     written last; a directory without it is not a snapshot
+                       state (buffer/durability/snapshot.py format), unless `checkpoint.replay` is off
+    COMPLETE     written last; a directory without it is not a checkpoint
 
 Atomic: everything is written under `.tmp-step-…` and renamed into place, so a crash
-mid-snapshot leaves the previous snapshot as the newest complete one.
+mid-checkpoint leaves the previous checkpoint as the newest complete one.
 NOT guaranteed: one consistent cut of the replay and the learner (actors go on inserting while the
 shards write, each shard at its own moment); identical resumes across different torch /
 DeepSpeed versions.
@@ -51,12 +51,12 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dict, *, keep: int,
+def save_checkpoint(root: str | os.PathLike, engine, policy, tokenizer, state: dict, *, keep: int,
                   rank: int = 0, extra: Callable[[Path], None] | None = None) -> Path:
-    """Write a snapshot of `engine` (a DeepSpeed engine) at `state["step"]`; keep the newest `keep`.
+    """Write a checkpoint of `engine` (a DeepSpeed engine) at `state["step"]`; keep the newest `keep`.
     `policy` is the HF model the actors serve (the engine's module, or the LM inside it); a
     peft model saves its adapter alone. `extra(directory)` (rank 0) writes whatever else belongs
-    in the snapshot, before it is marked complete.
+    in the checkpoint, before it is marked complete.
     Collective over the learner ranks: each writes its DeepSpeed shard and its own state (RNG
     streams); rank 0 the model and the marker, after every rank is done."""
     root = Path(root)
@@ -80,11 +80,11 @@ def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dic
             extra(tmp)
         (tmp / MARKER).write_text(name)
         _fsync_dir(tmp)
-        if final.exists():  # a re-snapshot of the same step replaces the old one
+        if final.exists():  # a second checkpoint of the same step replaces the old one
             shutil.rmtree(final)
         os.rename(tmp, final)
         _fsync_dir(root)
-        for old in complete_snapshots(root)[:-keep]:
+        for old in complete_checkpoints(root)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return final
@@ -93,7 +93,7 @@ def save_snapshot(root: str | os.PathLike, engine, policy, tokenizer, state: dic
 def save_replay(shards: list, directory: Path, timeout_s: float) -> dict:
     """Every replay shard (Ray handles, in shard order) writes what it holds to
     `directory/replay/shard-<i>.snap`. A shard that fails, or does not answer within `timeout_s`,
-    costs the snapshot its replay, not the run: no file is left, and a resume from the snapshot
+    costs the checkpoint its replay, not the run: no file is left, and a resume from the checkpoint
     starts from an empty replay. Returns {"trajectories", "seconds"} or {"error"}."""
     import ray
 
@@ -108,26 +108,26 @@ def save_replay(shards: list, directory: Path, timeout_s: float) -> dict:
     return {"trajectories": sum(w["trajectories"] for w in written), "seconds": max(w["seconds"] for w in written)}
 
 
-def complete_snapshots(root: str | os.PathLike) -> list[Path]:
-    """Complete snapshots under `root`, oldest first."""
+def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints under `root`, oldest first."""
     root = Path(root)
     if not root.is_dir():
         return []
     return sorted(p for p in root.glob("step-*") if (p / MARKER).exists())
 
 
-def latest_snapshot(roots) -> Path | None:
-    """The most recently completed snapshot among one or several snapshot roots."""
+def latest_checkpoint(roots) -> Path | None:
+    """The most recently completed checkpoint among one or several checkpoint roots."""
     found = [p for r in ([roots] if isinstance(roots, (str, os.PathLike)) else roots)
-             for p in complete_snapshots(r)]
+             for p in complete_checkpoints(r)]
     return max(found, key=lambda p: (p / MARKER).stat().st_mtime_ns, default=None)
 
 
-def load_snapshot(path: str | os.PathLike, engine, *, rank: int = 0) -> dict:
+def load_checkpoint(path: str | os.PathLike, engine, *, rank: int = 0) -> dict:
     """Restore `engine` (same model and config as when saved) and the RNG states; return the state."""
     path = Path(path)
     if not (path / MARKER).exists():
-        raise FileNotFoundError(f"{path} is not a complete snapshot (no {MARKER} marker)")
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {MARKER} marker)")
     loaded, _ = engine.load_checkpoint(str(path / "deepspeed"), tag="ckpt",
                                        load_optimizer_states=True, load_lr_scheduler_states=True)
     if loaded is None:
@@ -140,6 +140,6 @@ def load_snapshot(path: str | os.PathLike, engine, *, rank: int = 0) -> dict:
     return state
 
 
-def snapshot_state(path: str | os.PathLike) -> dict:
-    """Rank 0's learner state of a complete snapshot, without a DeepSpeed engine (for launch/)."""
+def checkpoint_state(path: str | os.PathLike) -> dict:
+    """Rank 0's learner state of a complete checkpoint, without a DeepSpeed engine (for launch/)."""
     return torch.load(Path(path) / _state_file(0), weights_only=False)

@@ -6,12 +6,12 @@ import contextlib
 import json
 import os
 
+from learner.config import SCHEDULES
 from weights.group import free_port  # the DeepSpeed master's port is picked as the weight store's
 
 __all__ = ["SCHEDULES", "free_port", "full_parameters", "init_rank", "initialize", "load_config", "param_count"]
 
 
-SCHEDULES = ("constant_with_warmup", "cosine")
 
 
 def load_config(path: str, *, micro_batch: int, grad_accum: int, lr: float, zero_stage: int,

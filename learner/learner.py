@@ -16,11 +16,11 @@ control side has a timeout. Under ZeRO-3 every rank gathers the parameters for t
 With `lora.enabled` the policy is wrapped with peft before DeepSpeed sees it (only the adapter
 trains).
 
-Snapshots (learner/checkpoint.py) every `snapshot.every` steps and when stopped. With
+Checkpoints (learner/checkpoint.py) every `checkpoint.every` steps and when stopped. With
 `resume_from` every rank restores its DeepSpeed state and RNG streams; rank 0 also the step,
 policy version and counters (the pacing state), and broadcasts its weights before the first
-step. Snapshots also record each actor's task-sampler position, which launch/ hands back to
-the actors of a resumed run, and (`snapshot.replay`) each shard's replay, which launch/ gives the
+step. Checkpoints also record each actor's task-sampler position, which launch/ hands back to
+the actors of a resumed run, and (`checkpoint.replay`) each shard's replay, which launch/ gives the
 shards of a resumed run to start from.
 
 NOT guaranteed: `samples_per_insert` is paced on rank 0's draws × world size; priority updates
@@ -42,47 +42,51 @@ import torch.distributed as dist
 
 from buffer.net.sharded_clients import ShardedSampleClient
 from learner import deepspeed_setup
-from learner.checkpoint import load_snapshot, save_replay, save_snapshot
-from learner.lora import lora_settings, wrap_lora
-from learner.objectives.items import episode_items
+from learner.checkpoint import load_checkpoint, save_checkpoint, save_replay
+from learner.config import AlgorithmConfig, CheckpointConfig, LearnerConfig
+from learner.lora import wrap_lora
+from learner.objectives.items import TrainItem, episode_items, step_items
 from learner.objectives.registry import make_objective
 from learner.pacing import Pacing
+from weights.config import WeightsConfig
 from weights.plane import WeightPlane
 
 GO, WAIT, STOP = 1, 0, -1
 REPLAY_EXPORT_TIMEOUT_S = 600  # the shards write their whole replay (hundreds of MB at capacity)
-STOP_TIMEOUT_S = 300 + REPLAY_EXPORT_TIMEOUT_S  # the last step, then the final snapshot
+STOP_TIMEOUT_S = 300 + REPLAY_EXPORT_TIMEOUT_S  # the last step, then the final checkpoint
 
 log = logging.getLogger(__name__)
 
 
 class Learner:
     def __init__(self, model_path: str, shard_addresses: list[str], shard_names: list[str], *,
-                 ds_config: dict, algorithm: dict, learner: dict, weights: dict, namespace: str,
-                 snapshot: dict, resume_from: str | None = None, seed: int = 0, rank: int = 0,
+                 ds_config: dict, algorithm: AlgorithmConfig, learner: LearnerConfig, weights: WeightsConfig,
+                 checkpoint: CheckpointConfig, checkpoint_dir: str, namespace: str,
+                 resume_from: str | None = None, seed: int = 0, rank: int = 0,
                  master: tuple[str, int] | None = None, group_size: int = 1):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.rank, self.world_size = rank, int(learner.get("world_size", 1))
+        self.rank, self.world_size = rank, learner.world_size
         torch.manual_seed(seed + rank)
-        torch.set_num_threads(learner["threads"])
-        self.cfg, self.algo, self.weights_cfg = dict(learner), dict(algorithm), dict(weights)
+        torch.set_num_threads(learner.threads)
+        self.cfg, self.weights_cfg = learner, weights
+        self.checkpoint_cfg, self.checkpoint_dir = checkpoint, checkpoint_dir
         self.rng = np.random.default_rng(seed + rank)
         host, port = master or ("127.0.0.1", deepspeed_setup.free_port())
-        deepspeed_setup.init_rank(rank, self.world_size, host, port, learner["backend"])
+        deepspeed_setup.init_rank(rank, self.world_size, host, port, learner.backend)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.objective = make_objective(self.algo, self.tokenizer, max_len=learner["max_len"])
+        self.objective = make_objective(algorithm, self.tokenizer, max_len=learner.max_len)
         # bf16 engines cast the parameters anyway (their fp32 master copy is made from the bf16
         # values): loading in fp32 first would only double each rank's host memory.
         bf16 = ds_config.get("bf16", {}).get("enabled", False)
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16 if bf16 else torch.float32)
-        self.lora = lora_settings(learner.get("lora"))
-        if self.lora is not None:
-            model = wrap_lora(model, self.lora)
+        self.lora = learner.lora.enabled
+        if self.lora:
+            model = wrap_lora(model, learner.lora)
         model = self.objective.wrap(model)
-        self.engine, self.scheduler = deepspeed_setup.initialize(model, ds_config)
-        self.pacing = Pacing(batch_size=learner["batch_size"], min_replay_steps=learner["min_replay_steps"],
-                             samples_per_insert=learner["samples_per_insert"],
+        self.ds_engine, self.scheduler = deepspeed_setup.initialize(model, ds_config)
+        self.pacing = Pacing(batch_size=learner.batch_size, min_replay_steps=learner.min_replay_steps,
+                             samples_per_insert=learner.samples_per_insert,
                              groups=self.objective.sampling == "groups", group_size=group_size)
         # Model FLOPs utilization: per trained token 2N forward + 2N backward through the
         # activations + 2N' for the weight gradients of the N' trainable parameters (6N without
@@ -90,20 +94,19 @@ class Learner:
         policy = self._policy()
         self._flops_per_token = (4 * deepspeed_setup.param_count(policy)
                                  + 2 * deepspeed_setup.param_count(policy, trainable_only=True))
-        self.sampler = ShardedSampleClient(shard_addresses)
-        self.sampler.rng = self.rng  # one stream for the cross-shard split: snapshots restore it
+        self.replay_client = ShardedSampleClient(shard_addresses)
+        self.replay_client.rng = self.rng  # one stream for the cross-shard split: checkpoints restore it
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
-        self.plane = WeightPlane(self._policy(), lora=self.lora is not None, timeout_s=weights["timeout_s"],
-                                 bucket_bytes=weights["bucket_mb"] << 20)
+        self.plane = WeightPlane(self._policy(), lora=self.lora, timeout_s=weights.timeout_s,
+                                 bucket_bytes=weights.bucket_mb << 20)
 
         self.step = 0
         self.policy_version = 0
         self._stats = collections.Counter()
         self._last: dict = {}
-        self.snapshot_cfg = dict(snapshot)
         self._resumed = resume_from is not None
         if resume_from is not None:
-            state = load_snapshot(resume_from, self.engine, rank=rank)
+            state = load_checkpoint(resume_from, self.ds_engine, rank=rank)
             self.step, self.policy_version = state["step"], state["policy_version"]
             self._stats.update(state["counters"])
             self.rng.bit_generator.state = state["numpy_rng"]
@@ -120,7 +123,7 @@ class Learner:
 
     def _policy(self) -> torch.nn.Module:
         """The module the actors serve: the LM without PPO's value head."""
-        module = self.engine.module
+        module = self.ds_engine.module
         return getattr(module, "lm", module)
 
     def sync_weights(self) -> int:
@@ -128,7 +131,7 @@ class Learner:
         Collective over the learner ranks under ZeRO-3 (call it on every rank)."""
         version = self.policy_version + 1
         t0 = time.perf_counter()
-        with deepspeed_setup.full_parameters(self.engine, self._policy()):
+        with deepspeed_setup.full_parameters(self.ds_engine, self._policy()):
             if self.rank == 0 and self.plane.actors:
                 self._last["sync_bytes"] = self.plane.sync(version)
                 self._stats["weight_plane_rebuilds"] = self.plane.rebuilds
@@ -143,41 +146,41 @@ class Learner:
         self._thread.start()
 
     def stop(self) -> dict:
-        """Stop after the current step (rank 0 tells the others) and take the final snapshot.
+        """Stop after the current step (rank 0 tells the others) and take the final checkpoint.
         Call it on every rank."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=STOP_TIMEOUT_S)
             if self._thread.is_alive() and self._error is None:  # say so, or a resume silently
-                self._error = TimeoutError(  # picks an older snapshot
-                    f"the learner did not stop within {STOP_TIMEOUT_S} s: its final snapshot is unfinished")
-        self.sampler.close()
+                self._error = TimeoutError(  # picks an older checkpoint
+                    f"the learner did not stop within {STOP_TIMEOUT_S} s: its final checkpoint is unfinished")
+        self.replay_client.close()
         self.plane.close()
         return self.stats()
 
-    def save_snapshot(self) -> str:
+    def save_checkpoint(self) -> str:
         """Collective: every rank writes its DeepSpeed shard; rank 0 the model and its state."""
         state = {"step": self.step, "policy_version": self.policy_version, "counters": dict(self._stats),
                  "numpy_rng": self.rng.bit_generator.state}
         if self.rank == 0 and self.plane.actors:  # so a resumed run's actors go on with new seeds
             samplers = ray.get([a.sampler_state.remote() for a in self.plane.actors],
-                               timeout=self.weights_cfg["timeout_s"])
+                               timeout=self.weights_cfg.timeout_s)
             state["task_samplers"] = {s["actor_id"]: s["episodes_started"] for s in samplers}
-        with_replay = self.rank == 0 and self.snapshot_cfg.get("replay", True)
-        path = save_snapshot(self.snapshot_cfg["dir"], self.engine, self._policy(), self.tokenizer, state,
-                             keep=self.snapshot_cfg["keep"], rank=self.rank,
+        with_replay = self.rank == 0 and self.checkpoint_cfg.replay
+        path = save_checkpoint(self.checkpoint_dir, self.ds_engine, self._policy(), self.tokenizer, state,
+                               keep=self.checkpoint_cfg.keep, rank=self.rank,
                              extra=self._save_replay if with_replay else None)
-        self._last["snapshot"] = str(path)
+        self._last["checkpoint"] = str(path)
         return str(path)
 
     def _save_replay(self, directory: Path) -> None:
         saved = save_replay(self.shards, directory, REPLAY_EXPORT_TIMEOUT_S)
         if "error" in saved:
-            self._stats["snapshot_replay_failures"] += 1
-            log.warning("snapshot %s without its replay: %s", directory.name, saved["error"])
-        for key in ("error", "trajectories", "seconds"):  # only this snapshot's
-            self._last.pop(f"snapshot_replay_{key}", None)
-        self._last.update({f"snapshot_replay_{k}": v for k, v in saved.items()})
+            self._stats["checkpoint_replay_failures"] += 1
+            log.warning("checkpoint %s without its replay: %s", directory.name, saved["error"])
+        for key in ("error", "trajectories", "seconds"):  # only this checkpoint's
+            self._last.pop(f"checkpoint_replay_{key}", None)
+        self._last.update({f"checkpoint_replay_{k}": v for k, v in saved.items()})
 
     def stats(self) -> dict:
         return dict(self._stats, **self._last, step=self.step, policy_version=self.policy_version,
@@ -197,12 +200,12 @@ class Learner:
                     time.sleep(0.2)
                     continue
                 self.train_step()
-                if self.step % self.cfg["sync_every"] == 0:
+                if self.step % self.cfg.sync_every == 0:
                     self.sync_weights()
-                if self.snapshot_cfg["every"] and self.step % self.snapshot_cfg["every"] == 0:
-                    self.save_snapshot()
+                if self.checkpoint_cfg.every and self.step % self.checkpoint_cfg.every == 0:
+                    self.save_checkpoint()
             if self.step > 0:
-                self.save_snapshot()
+                self.save_checkpoint()
         except BaseException as e:
             self._error = e
             raise
@@ -216,7 +219,7 @@ class Learner:
             if state == "rate":
                 self._stats["waits_rate_limit"] += 1
         if self.world_size > 1:
-            flag = torch.tensor([decision], dtype=torch.int64, device=self.engine.device)  # NCCL: on the GPU
+            flag = torch.tensor([decision], dtype=torch.int64, device=self.ds_engine.device)  # NCCL: on the GPU
             dist.broadcast(flag, src=0)
             decision = int(flag)
         return decision
@@ -224,33 +227,33 @@ class Learner:
     def _shard_stats(self) -> list[dict]:
         return ray.get([s.stats.remote() for s in self.shards])
 
-    def _draw(self) -> list[dict]:
+    def _draw(self) -> list[TrainItem]:
         """This rank's batch: steps, or the steps of whole episodes drawn as groups, split over
         the shards by priority (or complete-group) mass, so the union is one prioritized sample.
         The shards' recency and staleness gate count versions from the learner's own."""
-        self.sampler.policy_version = max(self.sampler.policy_version or 0, self.policy_version)
+        self.replay_client.policy_version = max(self.replay_client.policy_version or 0, self.policy_version)
         if self.objective.sampling == "steps":
-            return self.sampler.sample(self.pacing.draws)
-        return episode_items(self.sampler.sample_groups(self.pacing.draws))
+            return step_items(self.replay_client.sample(self.pacing.draws))
+        return episode_items(self.replay_client.sample_groups(self.pacing.draws))
 
     def train_step(self) -> float:
         """One optimizer step: `grad_accum` micro-batches, each drawn, scored and backpropagated."""
         t0 = time.perf_counter()
-        self.engine.train()
+        self.ds_engine.train()
         losses, tokens, samples, versions, parts = [], 0, 0, [], collections.defaultdict(list)
-        for _ in range(self.cfg.get("grad_accum", 1)):
+        for _ in range(self.cfg.grad_accum):
             items = self._draw()
             while not items:  # a shard may have said "retry" (its own rate limiter)
                 time.sleep(0.05)
                 items = self._draw()
-            loss, metrics, priorities, n_tokens = self.objective.loss(self.engine, items)
-            self.engine.backward(loss)
-            self.engine.step()
+            loss, metrics, priorities, n_tokens = self.objective.loss(self.ds_engine, items)
+            self.ds_engine.backward(loss)
+            self.ds_engine.step()
             if priorities is not None:
                 self._update_priorities(items, priorities)
             losses.append(float(loss))
             tokens, samples = tokens + n_tokens, samples + len(items)
-            versions += [it["policy_version"] for it in items]
+            versions += [it.policy_version for it in items]
             for k, v in metrics.items():
                 parts[k].append(float(v))
         self.step += 1
@@ -259,15 +262,15 @@ class Learner:
         self._stats["tokens"] += tokens
         self._last.update({k: float(np.mean(v)) for k, v in parts.items()})
         self._last.update(loss=float(np.mean(losses)), lr=float(self.scheduler.get_last_lr()[0]),
-                          grad_norm=float(self.engine.get_global_grad_norm() or 0.0),
+                          grad_norm=float(self.ds_engine.get_global_grad_norm() or 0.0),
                           step_s=dt, tokens_per_s=tokens / dt, samples_per_s=samples / dt,
                           staleness=self.policy_version - float(np.mean(versions)))
-        if self.cfg.get("peak_tflops") and torch.cuda.is_available():
-            self._last["mfu"] = self._flops_per_token * tokens / dt / (self.cfg["peak_tflops"] * 1e12)
+        if self.cfg.peak_tflops and torch.cuda.is_available():
+            self._last["mfu"] = self._flops_per_token * tokens / dt / (self.cfg.peak_tflops * 1e12)
         return self._last["loss"]
 
-    def _update_priorities(self, items: list[dict], priorities: torch.Tensor) -> None:
+    def _update_priorities(self, items: list[TrainItem], priorities: torch.Tensor) -> None:
         """New priorities (e.g. |advantage|) back to the shards the steps came from."""
         prio = priorities.detach().double().cpu().numpy() + 1e-6  # a zero priority would never be drawn again
-        reply = self.sampler.update_priorities(items, prio)
+        reply = self.replay_client.update_priorities([it.key for it in items], prio, [it.shard for it in items])
         self._stats["priority_updates"] += int(reply.get("updated", 0))

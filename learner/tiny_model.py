@@ -28,8 +28,8 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-@dataclass(frozen=True)
-class TinyModelSpec:
+@dataclass
+class TinyModelSpec:  # also `model.tiny` of the Hydra config (launch/config.py)
     vocab_size: int = 2048
     hidden_size: int = 64
     intermediate_size: int = 256

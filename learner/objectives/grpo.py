@@ -20,6 +20,8 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
+from learner.config import LENGTH_NORMS, GRPOConfig
+from learner.objectives.items import TrainItem
 from learner.objectives.ppo import (
     clipped_surrogate,
     frozen_reference,
@@ -29,8 +31,6 @@ from learner.objectives.ppo import (
     reference_logprobs,
 )
 from learner.scoring.masked_logprobs import collate_rollouts, response_logprobs
-
-LENGTH_NORMS = ("token", "sequence", "dr_grpo")
 
 
 def group_advantages(returns: torch.Tensor, group_ids: Sequence[Hashable], *, std_norm: bool = True,
@@ -49,18 +49,18 @@ def group_advantages(returns: torch.Tensor, group_ids: Sequence[Hashable], *, st
     return adv
 
 
-def step_advantages(items: list[dict], *, length_norm: str = "token", eps: float = 1e-6) -> torch.Tensor:
+def step_advantages(items: list[TrainItem], *, length_norm: str = "token", eps: float = 1e-6) -> torch.Tensor:
     """Sampled steps (each with traj_id, group_id, return) → the advantage of each step [N].
     Each episode counts once in its group however many of its steps are in `items`."""
     episodes: dict[str, tuple[Hashable, float]] = {}
     for it in items:
-        episodes.setdefault(it["traj_id"], (it["group_id"], float(it["return"])))
+        episodes.setdefault(it.traj_id, (it.group_id, it.ret))
     traj_ids = list(episodes)
     returns = torch.tensor([episodes[t][1] for t in traj_ids])
     adv = group_advantages(returns, [episodes[t][0] for t in traj_ids],
                            std_norm=length_norm != "dr_grpo", eps=eps)
     by_traj = dict(zip(traj_ids, adv.tolist()))
-    return torch.tensor([by_traj[it["traj_id"]] for it in items])
+    return torch.tensor([by_traj[it.traj_id] for it in items])
 
 
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor,
@@ -101,27 +101,27 @@ class GRPO:
 
     sampling = "groups"
 
-    def __init__(self, cfg: dict, tokenizer, *, max_len: int):
-        self.cfg, self.tokenizer, self.max_len = dict(cfg), tokenizer, max_len
+    def __init__(self, cfg: GRPOConfig, tokenizer, *, max_len: int):
+        self.cfg, self.tokenizer, self.max_len = cfg, tokenizer, max_len
         self.ref = None
 
     def wrap(self, model):
-        if self.cfg.get("kl_coef", 0.0) > 0:
+        if self.cfg.kl_coef > 0:
             self.ref = frozen_reference(model)
         return model
 
-    def loss(self, engine, items: list[dict]):
+    def loss(self, engine, items: list[TrainItem]):
         c = self.cfg
-        norm = c.get("length_norm", "token")
+        norm = c.length_norm
         device = next(engine.parameters()).device
         batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len).to(device)
         logits = engine(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         logprobs, entropy = response_logprobs(logits, batch)
-        adv = step_advantages(items, length_norm=norm, eps=c.get("std_eps", 1e-6)).to(device)
-        weighted = adv * torch.tensor([it.get("weight", 1.0) for it in items], device=device)
+        adv = step_advantages(items, length_norm=norm, eps=c.std_eps).to(device)
+        weighted = adv * torch.tensor([it.weight for it in items], device=device)
         loss, stats = grpo_loss(
-            logprobs, batch.old_logprobs, batch.response_mask, weighted, clip_eps=c.get("clip_eps", 0.2),
-            length_norm=norm, max_len=c.get("max_response_len"), kl_coef=c.get("kl_coef", 0.0),
-            ref_logprobs=reference_logprobs(self.ref, batch, engine), entropy_coef=c.get("entropy_coef", 0.0),
+            logprobs, batch.old_logprobs, batch.response_mask, weighted, clip_eps=c.clip_eps,
+            length_norm=norm, max_len=c.max_response_len, kl_coef=c.kl_coef,
+            ref_logprobs=reference_logprobs(self.ref, batch, engine), entropy_coef=c.entropy_coef,
             entropy=entropy)
         return loss, stats, adv.abs(), int(batch.attention_mask.sum())

@@ -24,6 +24,8 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from learner.config import PPOConfig
+from learner.objectives.items import TrainItem
 from learner.scoring.masked_logprobs import collate_rollouts, response_logprobs
 
 
@@ -99,11 +101,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
-def pack_episodes(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_episodes(items: list[TrainItem]) -> tuple[torch.Tensor, torch.Tensor]:
     """Steps → (index [E, T] into items, -1 where padded; mask [E, T]), turns in step order."""
     turns: dict[str, dict[int, int]] = defaultdict(dict)
     for i, it in enumerate(items):
-        turns[it["traj_id"]][int(it["step_index"])] = i
+        turns[it.traj_id][it.step_index] = i
     T = max(len(t) for t in turns.values())
     index = torch.full((len(turns), T), -1, dtype=torch.long)
     for e, (traj_id, by_step) in enumerate(turns.items()):
@@ -113,12 +115,12 @@ def pack_episodes(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     return index, (index >= 0).float()
 
 
-def turn_advantages(items: list[dict], values: torch.Tensor, gamma: float,
+def turn_advantages(items: list[TrainItem], values: torch.Tensor, gamma: float,
                     lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-step (advantages, returns) [N] for whole episodes; values [N] per step (detached)."""
     index, mask = pack_episodes(items)
     safe = index.clamp(min=0)
-    rewards = torch.tensor([float(it["reward"]) for it in items], dtype=values.dtype)[safe] * mask
+    rewards = torch.tensor([it.reward for it in items], dtype=values.dtype)[safe] * mask
     adv, ret = gae(rewards, values.detach()[safe] * mask, mask, gamma, lam)
     out_adv, out_ret = torch.zeros_like(values), torch.zeros_like(values)
     on = index >= 0
@@ -185,16 +187,16 @@ class PPO:
 
     sampling = "groups"
 
-    def __init__(self, cfg: dict, tokenizer, *, max_len: int):
-        self.cfg, self.tokenizer, self.max_len = dict(cfg), tokenizer, max_len
+    def __init__(self, cfg: PPOConfig, tokenizer, *, max_len: int):
+        self.cfg, self.tokenizer, self.max_len = cfg, tokenizer, max_len
         self.ref: nn.Module | None = None
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        if self.cfg.get("kl_coef", 0.0) > 0:
+        if self.cfg.kl_coef > 0:
             self.ref = frozen_reference(model)
         return ValueHeadModel(model)
 
-    def loss(self, engine, items: list[dict]):
+    def loss(self, engine, items: list[TrainItem]):
         c = self.cfg
         device = next(engine.parameters()).device
         batch = collate_rollouts(items, self.tokenizer, max_len=self.max_len).to(device)
@@ -203,15 +205,15 @@ class PPO:
         values = values_all[torch.arange(len(items), device=device), batch.value_index].float()
         # GAE runs over a few turns per episode: on the CPU, where the episode index is built.
         adv, returns = (t.to(device) for t in turn_advantages(
-            items, values.detach().cpu(), c.get("gamma", 1.0), c.get("lam", 0.95)))
+            items, values.detach().cpu(), c.gamma, c.lam))
         priorities = adv.abs()
-        if c.get("norm_adv", True):
+        if c.norm_adv:
             adv = whiten(adv)
-        adv = adv * torch.tensor([it.get("weight", 1.0) for it in items], device=device)
+        adv = adv * torch.tensor([it.weight for it in items], device=device)
         loss, stats = ppo_loss(
             logprobs, batch.old_logprobs, batch.response_mask, adv, values, returns,
-            clip_eps=c.get("clip_eps", 0.2), value_coef=c.get("value_coef", 0.5),
-            entropy_coef=c.get("entropy_coef", 0.0), entropy=entropy, kl_coef=c.get("kl_coef", 0.0),
+            clip_eps=c.clip_eps, value_coef=c.value_coef,
+            entropy_coef=c.entropy_coef, entropy=entropy, kl_coef=c.kl_coef,
             ref_logprobs=reference_logprobs(self.ref, batch, engine), old_values=values.detach(),
-            value_clip=c.get("value_clip"))
+            value_clip=c.value_clip)
         return loss, stats, priorities, int(batch.attention_mask.sum())

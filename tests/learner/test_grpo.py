@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from learner.objectives.grpo import group_advantages, grpo_loss, step_advantages
+from learner.objectives.items import TrainItem
 
 
 def test_group_advantages_by_hand():
@@ -26,8 +27,8 @@ def test_group_advantages_by_hand():
 
 def test_step_advantages_count_each_episode_once():
     # Episode "a" (return 1) has two sampled steps; it must not weigh twice in its group.
-    items = [{"traj_id": "a", "group_id": "g", "return": 1.0}, {"traj_id": "a", "group_id": "g", "return": 1.0},
-             {"traj_id": "b", "group_id": "g", "return": -0.5}, {"traj_id": "c", "group_id": "h", "return": 1.0}]
+    items = [TrainItem(traj_id="a", group_id="g", ret=1.0), TrainItem(traj_id="a", group_id="g", ret=1.0),
+             TrainItem(traj_id="b", group_id="g", ret=-0.5), TrainItem(traj_id="c", group_id="h", ret=1.0)]
     # Group g = (1, -0.5): mean 0.25, std (n-1) = sqrt(2 * 0.75^2) = 1.06066.
     adv = step_advantages(items, length_norm="token")
     a = 0.75 / (math.sqrt(2 * 0.75 ** 2) + 1e-6)

@@ -11,13 +11,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from buffer.core.shard import ReplayShard
 from buffer.net.sample_client import decode_group, decode_item
 from buffer.wire.schema import encode
-from learner.objectives.items import episode_items
+from learner.config import GRPOConfig, PPOConfig, SFTConfig
+from learner.objectives.items import TrainItem, episode_items, step_items
 from learner.objectives.registry import make_objective
 from tests.support.trajectories import make_trajectory
 
 pytestmark = pytest.mark.timeout(300)
-CONFIGS = {"sft": {"name": "sft"}, "ppo": {"name": "ppo", "kl_coef": 0.1, "entropy_coef": 0.01},
-           "grpo": {"name": "grpo", "kl_coef": 0.1}}
+CONFIGS = {"sft": SFTConfig(), "ppo": PPOConfig(kl_coef=0.1, entropy_coef=0.01), "grpo": GRPOConfig(kl_coef=0.1)}
 
 
 def decoded_actions(traj, tokenizer):
@@ -32,7 +32,7 @@ def decoded_actions(traj, tokenizer):
     return traj
 
 
-def replay_items(tokenizer) -> tuple[list[dict], list[dict]]:
+def replay_items(tokenizer) -> tuple[list[TrainItem], list[TrainItem]]:
     """(step items, episode items) as the learner gets them: drawn from a shard, decoded."""
     rng = np.random.default_rng(7)
     shard = ReplayShard(capacity=100, config={"group_size": 2})
@@ -40,7 +40,7 @@ def replay_items(tokenizer) -> tuple[list[dict], list[dict]]:
         for _ in range(2):
             traj = decoded_actions(make_trajectory(rng, group_id=f"g{g}", vocab=tokenizer.vocab_size), tokenizer)
             assert shard.insert(encode(traj))["status"] == "stored"
-    steps = [decode_item(it) for it in shard.sample(6, rng)]
+    steps = step_items([decode_item(it) for it in shard.sample(6, rng)])
     status, groups = shard.sample_groups(2, rng)
     assert status == "ok"
     return steps, episode_items([decode_group(g) for g in groups])

@@ -25,8 +25,9 @@ from actors.env.browser import CHROMIUM
 from buffer.core.shard import ReplayShard
 from buffer.net.server import ShardServer
 from learner import deepspeed_setup
-from learner.checkpoint import save_snapshot
-from learner.lora import lora_settings, wrap_lora
+from learner.checkpoint import save_checkpoint
+from learner.config import LoraConfig
+from learner.lora import wrap_lora
 from learner.objectives.sft import sft_loss
 from weights.group import host_store, open_weight_group
 from weights.lora_sender import LoraSender
@@ -52,15 +53,14 @@ def train_step(engine, i: int) -> None:
 
 @pytest.fixture(scope="module")
 def learner(model_path):
-    """A LoRA policy under DeepSpeed (learner/cpu.yaml's lora defaults), 3 optimizer steps in."""
+    """A LoRA policy under DeepSpeed (LoraConfig's defaults), 3 optimizer steps in."""
     deepspeed_setup.init_rank(0, 1, "127.0.0.1", deepspeed_setup.free_port(), "gloo")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     with torch.no_grad():
         for p in model.parameters():  # a base the engine does not have: the base sync must land
             p.add_(torch.randn_like(p) * 0.05)
-    settings = lora_settings(OmegaConf.to_container(OmegaConf.load(ROOT / "configs/learner/cpu.yaml"))["lora"]
-                             | {"enabled": True})
+    settings = LoraConfig(enabled=True)
     policy = wrap_lora(model, settings)
     with torch.no_grad():
         for n, p in policy.named_parameters():
@@ -91,11 +91,11 @@ def test_wrap_defaults_and_only_the_adapter_trains(learner):
     assert all(not torch.equal(after[n], learner.adapter_before[n]) for n in after)
 
 
-def test_snapshot_holds_the_adapter_in_peft_format(learner, model_path, tmp_path):
+def test_checkpoint_holds_the_adapter_in_peft_format(learner, model_path, tmp_path):
     from peft import PeftModel
 
-    path = save_snapshot(tmp_path, learner.engine, learner.policy, learner.tokenizer,
-                         {"step": 3, "policy_version": 1, "counters": {}, "numpy_rng": None}, keep=1)
+    path = save_checkpoint(tmp_path, learner.engine, learner.policy, learner.tokenizer,
+                           {"step": 3, "policy_version": 1, "counters": {}, "numpy_rng": None}, keep=1)
     hf = path / "hf"
     assert (hf / "adapter_model.safetensors").exists() and (hf / "adapter_config.json").exists()
     assert not (hf / "model.safetensors").exists()

@@ -3,12 +3,14 @@ each step against the formula."""
 
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from launch.cluster import ROOT
 from learner import deepspeed_setup
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

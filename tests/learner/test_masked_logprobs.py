@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from learner.objectives.items import TrainItem
 from learner.scoring.masked_logprobs import (
     BYTE_FALLBACK,
     choice_vocab,
@@ -92,10 +94,10 @@ def test_masked_logprobs_gradient_is_finite_and_stays_in_the_mask():
 
 def test_collate_and_response_logprobs(word_tok):
     items = [
-        {"prompt_ids": np.array([X, X], dtype=np.int32).tobytes(), "response_ids": np.array([A, B, EOS], np.int32),
-         "logprobs": np.array([-0.5, 0.0, -0.7], np.float32), "allowed_actions": CHOICES},
-        {"prompt_ids": np.array([X], np.int32), "response_ids": np.array([AB, EOS], np.int32),
-         "logprobs": np.array([-1.0, -2.0], np.float32), "allowed_actions": []},
+        TrainItem(prompt_ids=np.array([X, X], dtype=np.int32).tobytes(), response_ids=np.array([A, B, EOS], np.int32),
+         logprobs=np.array([-0.5, 0.0, -0.7], np.float32), allowed_actions=CHOICES),
+        TrainItem(prompt_ids=np.array([X], np.int32), response_ids=np.array([AB, EOS], np.int32),
+         logprobs=np.array([-1.0, -2.0], np.float32), allowed_actions=[]),
     ]
     b = collate_rollouts(items, word_tok, max_len=16)
     assert b.input_ids.tolist() == [[X, X, A, B, EOS], [X, AB, EOS, PAD, PAD]]
@@ -117,7 +119,7 @@ def test_collate_and_response_logprobs(word_tok):
     assert float(lp[1, 0]) == pytest.approx(1 - math.log(7 + math.e), abs=1e-6)
     assert float(lp[1, 1]) == pytest.approx(-math.log(8), abs=1e-6)
 
-    long = dict(items[1], prompt_ids=np.arange(20, dtype=np.int32) % 7)
+    long = replace(items[1], prompt_ids=np.arange(20, dtype=np.int32) % 7)
     assert collate_rollouts([long], word_tok, max_len=5).input_ids.tolist() == [[3, 4, 5, AB, EOS]]
 
 
@@ -177,8 +179,8 @@ def test_matches_vllm_cpu_logprobs(model_path):
     requests = [c for c in choice_sets for _ in range(12)]
     gens = engine.generate([prompt] * len(requests), requests, temperature=1.0, max_tokens=40)
 
-    items = [{"prompt_ids": np.array(prompt, np.int32), "response_ids": np.array(g.token_ids, np.int32),
-              "logprobs": np.array(g.logprobs, np.float32), "allowed_actions": c}
+    items = [TrainItem(prompt_ids=np.array(prompt, np.int32), response_ids=np.array(g.token_ids, np.int32),
+              logprobs=np.array(g.logprobs, np.float32), allowed_actions=c)
              for g, c in zip(gens, requests)]
     for g, c in zip(gens, requests):
         if c:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from learner.objectives.items import TrainItem
 from learner.objectives.ppo import ValueHeadModel, gae, k3_kl, pack_episodes, ppo_loss, turn_advantages, whiten
 
 # Two turns: the first wrote 2 tokens, the second 1 (its second slot is padding).
@@ -95,9 +96,9 @@ def test_gae_with_gamma_and_lambda_one_is_return_to_go_minus_value():
 
 
 def test_turn_advantages_map_steps_in_any_order():
-    items = [{"traj_id": "b", "step_index": 1, "reward": -1.0}, {"traj_id": "a", "step_index": 2, "reward": 1.0},
-             {"traj_id": "a", "step_index": 0, "reward": 0.0}, {"traj_id": "b", "step_index": 0, "reward": 1.0},
-             {"traj_id": "a", "step_index": 1, "reward": 0.0}]
+    items = [TrainItem(traj_id="b", step_index=1, reward=-1.0), TrainItem(traj_id="a", step_index=2, reward=1.0),
+             TrainItem(traj_id="a", step_index=0, reward=0.0), TrainItem(traj_id="b", step_index=0, reward=1.0),
+             TrainItem(traj_id="a", step_index=1, reward=0.0)]
     values = torch.tensor([0.1, 0.7, 0.5, 0.2, 0.6])
     adv, ret = turn_advantages(items, values, gamma=0.9, lam=0.8)
     assert adv.tolist() == pytest.approx([-1.1, 0.3, 0.21712, 0.098, 0.246], abs=1e-6)
@@ -106,7 +107,7 @@ def test_turn_advantages_map_steps_in_any_order():
     index, mask = pack_episodes(items)
     assert index.tolist() == [[3, 0, -1], [2, 4, 1]] and mask.tolist() == [[1, 1, 0], [1, 1, 1]]
     with pytest.raises(ValueError, match="not 0..n-1"):
-        pack_episodes([{"traj_id": "a", "step_index": 0}, {"traj_id": "a", "step_index": 2}])
+        pack_episodes([TrainItem(traj_id="a", step_index=0), TrainItem(traj_id="a", step_index=2)])
 
 
 def test_value_head_on_a_tiny_causal_lm():

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import torch
 
+from learner.objectives.items import TrainItem
 from learner.objectives.sft import IGNORE, collate, sft_loss
 
 
@@ -32,10 +33,10 @@ class CharTokenizer:
 
 def test_collate_text_target_masks_prompt_and_pads():
     items = [
-        {"prompt_ids": np.array([5, 6, 7], dtype=np.int32), "response_ids": np.array([9], dtype=np.int32),
-         "action": "ab", "loss_weight": 1.0},
-        {"prompt_ids": np.array([5], dtype=np.int32), "response_ids": np.array([9, 9], dtype=np.int32),
-         "action": "c", "loss_weight": 0.25},
+        TrainItem(prompt_ids=np.array([5, 6, 7], dtype=np.int32), response_ids=np.array([9], dtype=np.int32),
+         action="ab", weight=1.0),
+        TrainItem(prompt_ids=np.array([5], dtype=np.int32), response_ids=np.array([9, 9], dtype=np.int32),
+         action="c", weight=0.25),
     ]
     ids, mask, labels, w = collate(items, CharTokenizer(), target="text")
     assert ids.tolist() == [[5, 6, 7, 97, 98, 1], [5, 99, 1, 0, 0, 0]]
@@ -45,8 +46,8 @@ def test_collate_text_target_masks_prompt_and_pads():
 
 
 def test_collate_sampled_target_uses_decoder_tokens():
-    items = [{"prompt_ids": np.array([5], dtype=np.int32), "response_ids": np.array([9, 8], dtype=np.int32),
-              "action": "zz"}]
+    items = [TrainItem(prompt_ids=np.array([5], dtype=np.int32), response_ids=np.array([9, 8], dtype=np.int32),
+              action="zz")]
     ids, _, labels, _ = collate(items, CharTokenizer(), target="sampled")
     assert ids.tolist() == [[5, 9, 8]]
     assert labels.tolist() == [[IGNORE, 9, 8]]

@@ -1,8 +1,8 @@
-"""A learner process for tests/learner/test_snapshot.py: `train` trains 3 steps, snapshots, prints the
+"""A learner process for tests/learner/test_checkpoint.py: `train` trains 3 steps, snapshots, prints the
 next two losses and kills itself with SIGKILL; `resume` restores the snapshot and prints the
 next two losses. Losses are printed as float.hex() so the comparison is bit for bit.
 
-    python tests/support/snapshot_child.py train|resume WORK_DIR [cpu|cuda] [ZERO_STAGE]"""
+    python tests/support/checkpoint_child.py train|resume WORK_DIR [cpu|cuda] [ZERO_STAGE]"""
 
 import os
 import signal
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from learner import deepspeed_setup
-from learner.checkpoint import latest_snapshot, load_snapshot, save_snapshot
+from learner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from learner.objectives.sft import sft_loss
 from learner.tiny_model import TinyModelSpec, build_tiny_model
 
@@ -47,15 +47,15 @@ def main(mode: str, work: str, device: str = "cpu", zero_stage: str = "1") -> No
     cfg = deepspeed_setup.load_config(str(ROOT / "configs/deepspeed/cpu.json"), micro_batch=4, grad_accum=1,
                                       lr=3e-3, zero_stage=int(zero_stage), grad_clip=1.0, warmup_steps=2)
     engine, _ = deepspeed_setup.initialize(model, cfg)
-    snapshots = Path(work) / "snapshots"
+    snapshots = Path(work) / "checkpoints"
     if mode == "train":
         for i in range(3):
             step(engine, i)
-        save_snapshot(snapshots, engine, engine.module, AutoTokenizer.from_pretrained(path),
+        save_checkpoint(snapshots, engine, engine.module, AutoTokenizer.from_pretrained(path),
                       {"step": 3, "policy_version": 1, "counters": {}, "numpy_rng": None}, keep=2)
         start = 3
     else:
-        state = load_snapshot(latest_snapshot(snapshots), engine)
+        state = load_checkpoint(latest_checkpoint(snapshots), engine)
         start = state["step"]
     print("LOSSES", step(engine, start).hex(), step(engine, start + 1).hex(), flush=True)
     if mode == "train":

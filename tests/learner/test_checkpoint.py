@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from learner.checkpoint import MARKER, complete_snapshots, latest_snapshot
+from learner.checkpoint import MARKER, complete_checkpoints, latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_child(mode: str, work: Path, device: str = "cpu", zero_stage: int = 1) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": device, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(ROOT / "tests/support/snapshot_child.py"), mode, str(work), device, str(zero_stage)]
+    cmd = [sys.executable, str(ROOT / "tests/support/checkpoint_child.py"), mode, str(work), device, str(zero_stage)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
@@ -36,7 +36,7 @@ def test_kill_then_resume_gives_bit_identical_next_losses(tmp_path, device):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, got = losses(trained), losses(resumed)
     assert got == expected  # step 4 checks the weights, step 5 the optimizer and scheduler state
-    snap = latest_snapshot(tmp_path / "snapshots")
+    snap = latest_checkpoint(tmp_path / "checkpoints")
     assert snap.name == "step-00000003"
     assert (snap / "hf" / "model.safetensors").exists() and (snap / "hf" / "tokenizer.json").exists()
 
@@ -50,7 +50,7 @@ def test_a_zero3_snapshot_resumes_bit_identically_and_exports_the_whole_model(tm
     resumed = run_child("resume", tmp_path, zero_stage=3)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert losses(resumed) == losses(trained)
-    hf = latest_snapshot(tmp_path / "snapshots") / "hf"
+    hf = latest_checkpoint(tmp_path / "checkpoints") / "hf"
     saved = load_file(hf / "model.safetensors")
     whole = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(hf)).state_dict()
     # ZeRO-3 leaves each rank an empty tensor per partitioned parameter outside a gather
@@ -71,13 +71,13 @@ def test_unfinished_snapshots_are_never_picked(tmp_path):
     done = fake_snapshot(tmp_path, 10)
     fake_snapshot(tmp_path, 20, complete=False)  # a crash mid-snapshot
     (tmp_path / "step-00000030").mkdir()  # renamed but no marker: not a snapshot either
-    assert complete_snapshots(tmp_path) == [done]
-    assert latest_snapshot(tmp_path) == done
-    assert latest_snapshot(tmp_path / "missing") is None
+    assert complete_checkpoints(tmp_path) == [done]
+    assert latest_checkpoint(tmp_path) == done
+    assert latest_checkpoint(tmp_path / "missing") is None
 
 
 def test_latest_across_runs_is_the_most_recent(tmp_path):
-    old = fake_snapshot(tmp_path / "run-a" / "snapshots", 900)
-    new = fake_snapshot(tmp_path / "run-b" / "snapshots", 20)
+    old = fake_snapshot(tmp_path / "run-a" / "checkpoints", 900)
+    new = fake_snapshot(tmp_path / "run-b" / "checkpoints", 20)
     os.utime(old / MARKER, ns=(1, 1))
-    assert latest_snapshot([tmp_path / "run-a" / "snapshots", tmp_path / "run-b" / "snapshots"]) == new
+    assert latest_checkpoint([tmp_path / "run-a" / "checkpoints", tmp_path / "run-b" / "checkpoints"]) == new
