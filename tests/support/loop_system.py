@@ -4,22 +4,21 @@ import time
 from collections.abc import Iterator
 
 import ray
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
-from launch.cluster import ROOT, System, build, start_ray
+from launch.cluster import System, build, start_ray
+from launch.config import Config, compose_config, to_config
 
 BASE = ["cluster.dashboard=false", "logger.wandb.enabled=false", "learner.min_replay_steps=4",
         "learner.samples_per_insert=1000"]
 
 
-def loop_cfg(run_dir, overrides: list[str]) -> DictConfig:
-    """run_dir must be short: Ray's socket paths under it must fit 107 bytes."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=[f"run.dir={run_dir}", *BASE, *overrides])
+def loop_cfg(run_dir, overrides: list[str]) -> Config:
+    """The typed config of `overrides` on tiny sizes. run_dir must be short: Ray's socket paths
+    under it must fit 107 bytes."""
+    return to_config(compose_config([f"run.dir={run_dir}", *BASE, *overrides]))
 
 
-def running_system(cfg: DictConfig) -> Iterator[System]:
+def running_system(cfg: Config) -> Iterator[System]:
     """Ray started and every component built (nothing runs yet); Ray is shut down after."""
     start_ray(cfg, cfg.run.dir)
     try:

@@ -2,15 +2,15 @@
 experiment composes into one it can."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from launch.cluster import ROOT, check_lora, check_replay_dirs, check_weight_plane, project_path, worker_env
+from launch.checks import check_group_sizes, check_lora, check_replay_dirs, check_weight_plane
+from launch.cluster import data_dir, project_path, worker_env
+from launch.config import compose_config, to_config
 from learner.deepspeed_setup import load_config
 
 
 def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return to_config(compose_config(list(overrides)))
 
 
 @pytest.mark.parametrize("learner, peak", [("h100", 989), ("b200", 2250)])
@@ -70,7 +70,23 @@ def test_a_data_dir_written_by_another_shard_count_is_refused(tmp_path):
     for i in range(2):
         (tmp_path / f"shard-{i}").mkdir()
         (tmp_path / f"shard-{i}" / "log-00000001.seg").write_bytes(b"")
-    check_replay_dirs(composed("+exp=webgym", f"buffer.data_dir={tmp_path}", "buffer.shards=2"))
-    check_replay_dirs(composed("+exp=webgym", f"buffer.data_dir={tmp_path / 'new'}", "buffer.shards=3"))
+    check_replay_dirs(*with_dir(composed("+exp=webgym", f"buffer.data_dir={tmp_path}", "buffer.shards=2")))
+    check_replay_dirs(*with_dir(composed("+exp=webgym", f"buffer.data_dir={tmp_path / 'new'}", "buffer.shards=3")))
     with pytest.raises(ValueError, match=r"holds the logs of shards \[0, 1\] but buffer.shards=3"):
-        check_replay_dirs(composed("+exp=webgym", f"buffer.data_dir={tmp_path}", "buffer.shards=3"))
+        check_replay_dirs(*with_dir(composed("+exp=webgym", f"buffer.data_dir={tmp_path}", "buffer.shards=3")))
+
+
+def with_dir(cfg):
+    return cfg, data_dir(cfg)
+
+
+def test_the_replay_draws_whole_groups_of_what_the_actors_play():
+    grpo = composed("+exp=webgym_grpo")
+    assert grpo.buffer.group_size == grpo.rollout.group_size == 4  # an interpolation in the experiment
+    assert composed("+exp=webgym_grpo", "rollout.group_size=8").buffer.group_size == 8
+    check_group_sizes(grpo)
+    with pytest.raises(ValueError, match=r"buffer.group_size=2 but rollout.group_size=4"):
+        check_group_sizes(composed("+exp=webgym_grpo", "buffer.group_size=2"))
+    with pytest.raises(ValueError, match="algorithm ppo draws whole episodes by group, but buffer.group_size is null"):
+        check_group_sizes(composed("+exp=webgym_ppo", "buffer.group_size=null"))
+    check_group_sizes(composed("+exp=webgym"))  # SFT draws steps: no groups needed

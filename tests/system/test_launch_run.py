@@ -1,6 +1,6 @@
 """`python launch/cluster.py` as a user runs it, briefly: it ends by itself, prints one JSON line,
-and leaves summary.json, the learning curve and a snapshot in its run directory, and no browser
-behind; `resume=auto` then continues from that snapshot, its replay included."""
+and leaves summary.json, the learning curve and a checkpoint in its run directory, and no browser
+behind; `resume=auto` then continues from that checkpoint, its replay included."""
 
 import json
 import os
@@ -42,7 +42,7 @@ def _run(run_dir: Path, minutes: float, *overrides: str) -> dict:
 def test_a_short_run_ends_with_its_summary_and_curve_and_a_resume_starts_from_its_replay():
     runs = Path(tempfile.mkdtemp(prefix="fwrun", dir="/tmp"))  # Ray's socket paths must stay short
     try:
-        last = _run(runs / "a", 1)
+        last = _run(runs / "a", 1, "checkpoint.every=0")  # one checkpoint, at the end, however fast the box
         assert last["episodes"] > 0 and last["learner_step"] > 0 and last["weight_updates"] > 0
         assert last["replay_restored"] == 0
         summary = json.loads((runs / "a" / "summary.json").read_text())
@@ -50,8 +50,9 @@ def test_a_short_run_ends_with_its_summary_and_curve_and_a_resume_starts_from_it
         assert summary["losses"] and all(step > 0 for step, _ in summary["losses"])
         assert (runs / "a" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-        (snapshot,) = (runs / "a" / "snapshots").glob("step-*")  # the one taken at the end
-        saved = load_snapshot(snapshot / "replay" / "shard-0.snap")
+        (checkpoint,) = (runs / "a" / "checkpoints").glob("step-*")  # the one taken at the end
+        assert checkpoint.name == f"step-{last['learner_step']:08d}"
+        saved = load_snapshot(checkpoint / "replay" / "shard-0.snap")  # a shard's snapshot inside it
         assert saved is not None and 0 < len(saved[1]) <= last["replay_trajectories"]
         resumed = _run(runs / "b", 0.3, "resume=auto")
         assert resumed["replay_restored"] == len(saved[1])
@@ -67,13 +68,13 @@ def test_resumed_shards_start_from_their_own_files_or_route_every_old_file(tmp_p
     for i in range(11):
         (tmp_path / "replay" / f"shard-{i}.snap").write_bytes(b"")
     files = [str(tmp_path / "replay" / f"shard-{i}.snap") for i in range(11)]
-    cfg = OmegaConf.create({"buffer": {"shards": 11}, "snapshot": {"replay": True}})
+    cfg = OmegaConf.create({"buffer": {"shards": 11}, "checkpoint": {"replay": True}})
     assert replay_restore(cfg, str(tmp_path)) == [{"restore_from": f} for f in files]  # shard-10 is not 2nd
     cfg.buffer.shards = 3
     assert replay_restore(cfg, str(tmp_path)) == [{"restore_from": files, "route": (i, 3)} for i in range(3)]
-    cfg.snapshot.replay = False
+    cfg.checkpoint.replay = False
     assert replay_restore(cfg, str(tmp_path)) == [{}, {}, {}]
-    cfg.snapshot.replay = True
+    cfg.checkpoint.replay = True
     (tmp_path / "replay" / "shard-4.snap").unlink()
     with pytest.raises(ValueError, match="a shard's replay is missing"):
         replay_restore(cfg, str(tmp_path))

