@@ -48,7 +48,7 @@ def figures(summary: dict, window: int) -> dict:
 
 
 def nearest_snapshot(run_dir: Path, step: int) -> Path:
-    snaps = sorted((run_dir / "snapshots").glob("step-*"), key=lambda p: abs(int(p.name[5:]) - step))
+    snaps = sorted((run_dir / "checkpoints").glob("step-*"), key=lambda p: abs(int(p.name[5:]) - step))
     if not snaps:
         raise SystemExit(f"no snapshot under {run_dir}/snapshots")
     return snaps[0] / "hf"
@@ -67,7 +67,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     results = {"sft": figures(run("sft", out, args.sft_minutes,
-                                  ["+exp=webgym", "snapshot.every=15", "snapshot.keep=100"]), args.window)}
+                                  ["+exp=webgym", "checkpoint.every=15", "checkpoint.keep=100"]), args.window)}
     warm = nearest_snapshot(out / "sft", args.warm_step)
     start = [f"model.path={warm}"]
     results["baseline_lr0"] = figures(run("baseline", out, args.rl_minutes,

@@ -163,7 +163,7 @@ def test_a_resumed_shard_exports_its_replay_and_a_ray_restart_does_not_restore_i
             ray.kill(resumed)
 
 
-def test_a_learner_snapshot_holds_every_shards_replay_or_none(ray_cluster, tmp_path):
+def test_a_learner_checkpoint_holds_every_shards_replay_or_none(ray_cluster, tmp_path):
     from learner.checkpoint import save_replay
 
     rng = np.random.default_rng(7)
