@@ -5,11 +5,11 @@ receive lands in a buffer allocated once before the timings, for every mode alik
   (a) raw            one broadcast of a flat buffer holding the model's bytes (the ceiling)
   (b) per_param      one blocking broadcast per parameter tensor, each handed to
                      VLLMEngine.load_weights as it arrives (per-parameter sync, end to end)
-  (c) flywheel       WeightSender → WeightReceiver.stream → VLLMEngine.load_weights (the real
+  (c) flywheel       BucketBroadcaster → WeightReceiver.stream → VLLMEngine.load_weights (the real
                      path: the engine loads bucket k while bucket k+1 is on the wire)
 and, to split (b) and (c) into their halves:
   per_param_transfer (b) without the engine
-  bucketed_transfer  (c) without the engine: WeightSender → WeightReceiver.receive
+  bucketed_transfer  (c) without the engine: BucketBroadcaster → WeightReceiver.receive
   engine_load        VLLMEngine.load_weights of tensors already received (receiver's clock)
 Each mode is timed from the sender's start until the receiver reports the weights usable.
 Bandwidth = model bytes / time; medians over --repeats, modes interleaved. Measured for the
@@ -43,7 +43,7 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 import torch
 
 from learner.tiny_model import TinyModelSpec, build_tiny_model
-from weights.broadcast import WeightSender
+from weights.broadcast import BucketBroadcaster
 from weights.group import host_store, open_weight_group
 
 CACHE = ROOT / ".cache" / "bench"
@@ -131,7 +131,7 @@ def measure(model_path: Path, repeats: int) -> dict:
     proc.start()
     group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", 120, store=store)
     assert here.recv() == "ready"
-    sender = WeightSender(group, params, bucket_bytes=256 << 20)
+    sender = BucketBroadcaster(group, params, bucket_bytes=256 << 20)
 
     extras: dict[str, list[float]] = {"engine_load": [], "engine_load_cpu": []}
     cpu: dict[str, list[float]] = {m: [] for m in MODES}

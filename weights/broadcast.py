@@ -1,8 +1,17 @@
-"""The sending half of the weight protocol: learner rank 0 broadcasts buckets with a version.
+"""The sending half of the bucketed weight protocol: learner rank 0 broadcasts buckets with a version.
+
+`BucketBroadcaster` packs named tensors into the buckets of its layout (weights/buckets.py) and
+broadcasts a header [version, n_buckets] then every bucket on a process group; the receiving
+half is weights/receiver.py. It knows nothing of actors: the senders that tell the actors to
+join (weights/full_sender.py, weights/lora_sender.py) use it.
 
 Every broadcast is started asynchronously and waited for at the end, so packing bucket k+1
 overlaps the transfer of bucket k (gloo runs its collectives on background threads, NCCL on its
 stream, both in the order they were started).
+
+NOT guaranteed: that the receivers are there (a broadcast with a missing peer fails, or waits
+for the group's timeout); that names, shapes and dtypes passed to `send` match the layout built
+at construction (a changed model needs a new broadcaster).
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import torch
 from weights.buckets import Bucket, build_layout, pack
 
 
-class WeightSender:
+class BucketBroadcaster:
     def __init__(self, group, named_params: dict[str, torch.Tensor], bucket_bytes: int, device: str = "cpu",
                  own_bytes: int = 1 << 20):
         self.group = group

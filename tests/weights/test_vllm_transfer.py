@@ -78,7 +78,7 @@ def test_sync_reaches_two_gpu_engines_over_the_weight_transfer_engine(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from learner.tiny_model import TinyModelSpec, build_tiny_model
-    from weights.vllm_transfer import VLLMWeightSync
+    from weights.vllm_transfer import VLLMTransferSender
 
     model_path = str(build_tiny_model(TinyModelSpec(), tmp_path / "model"))
     # The learner (this process) on the last GPU; Ray hands the others (ids 0..n-2) to the
@@ -95,7 +95,7 @@ def test_sync_reaches_two_gpu_engines_over_the_weight_transfer_engine(tmp_path):
             for p in policy.parameters():  # far from the file the engines loaded
                 p.add_(torch.randn_like(p) * 0.5)
         named = {n: p.data for n, p in policy.named_parameters()}
-        sync = VLLMWeightSync(lambda: named, hosts, [1, 1], "127.0.0.1", timeout_s=300)
+        sync = VLLMTransferSender(lambda: named, hosts, [1, 1], "127.0.0.1", timeout_s=300)
         assert sync.sync(version=1) == sum(p.numel() * 4 for p in policy.parameters())
         assert ray.get([h.version.remote() for h in hosts]) == [1, 1]
         cpu_policy = policy.cpu()

@@ -1,11 +1,12 @@
-"""Bucket layout, pack/unpack, and a real gloo broadcast between two processes."""
+"""Bucket layout, pack/unpack, and a real gloo broadcast between two processes (BucketBroadcaster
+to WeightReceiver)."""
 
 import multiprocessing as mp
 
 import pytest
 import torch
 
-from weights.broadcast import WeightSender
+from weights.broadcast import BucketBroadcaster
 from weights.buckets import build_layout, pack, unpack
 from weights.group import host_store, open_weight_group
 from weights.receiver import WeightReceiver
@@ -76,7 +77,7 @@ def test_gloo_broadcast_between_processes():
     proc = ctx.Process(target=_receive, args=(store.port, sender_layout, 7, out))
     proc.start()
     group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", _TIMEOUT_S, store=store)
-    sender = WeightSender(group, p, bucket_bytes=256 << 20)
+    sender = BucketBroadcaster(group, p, bucket_bytes=256 << 20)
     sent = sender.send(p, version=7)
     got = out.get(timeout=_TIMEOUT_S)
     proc.join(timeout=30)
@@ -109,7 +110,7 @@ def test_a_failed_streamed_load_still_drains_the_sync():
     proc = ctx.Process(target=_stream_fail_then_receive, args=(store.port, layout, out))
     proc.start()
     group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", _TIMEOUT_S, store=store)
-    sender = WeightSender(group, p, bucket_bytes=64)
+    sender = BucketBroadcaster(group, p, bucket_bytes=64)
     sender.send(p, version=1)
     second = {n: t * 2 for n, t in p.items()}
     sender.send(second, version=2)
