@@ -1,7 +1,8 @@
-"""The receiving half of the weight protocol (the only part of learner/ that actors/ imports).
+"""The receiving half of the bucketed weight protocol (with weights/group.py, what actors/ imports).
 
 One sync: a header [policy_version, n_buckets] (int64), then each bucket's flat buffer, all
-broadcast from rank 0. The layout travels beforehand over the control plane.
+broadcast from rank 0 by a BucketBroadcaster (weights/broadcast.py). The layout travels
+beforehand over the control plane (the actor's `update_weights` / `update_adapter` call).
 
 Every bucket's receive is started at once, into buffers allocated once per layout and reused,
 and the buckets are handed out in order as each arrives, so the engine loads bucket k while
