@@ -9,29 +9,26 @@
   with xgrammar to score the same masked distribution (learner/scoring/grammar_mask.py).
 - "none": unconstrained.
 
-The old boolean `rollout.constrained` still works (true: choice, false: none).
+The old boolean `rollout.constrained` still works (true: choice, false: none). What the engine
+takes (a choice list, a Grammar, None) is defined in actors/engine/base.py; how vLLM is asked for
+it, in actors/engine/sampling.py.
+
+NOT guaranteed: that a page's choices are all actions the env can carry out (the env reports an
+impossible one as an error observation).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from actors.config import RolloutConfig
+from actors.engine.base import Constraint, Grammar
 from actors.env.actions import action_grammar
 
 CONSTRAINTS = ("choice", "grammar", "none")
 
 
-@dataclass(frozen=True)
-class Grammar:
-    """An EBNF grammar constraint (the engine's `constraint` is a choice list, a Grammar, or
-    None)."""
-
-    ebnf: str
-
-
-def constraint_mode(rollout: dict) -> str:
+def constraint_mode(rollout: RolloutConfig) -> str:
     """The rollout config's constraint; the legacy `constrained` bool maps to choice / none."""
-    new, old = rollout.get("constraint"), rollout.get("constrained")
+    new, old = rollout.constraint, rollout.constrained
     legacy = None if old is None else ("choice" if old else "none")
     if new is not None and legacy is not None and new != legacy:
         raise ValueError(f"rollout.constraint={new!r} conflicts with the legacy rollout.constrained={old!r}; "
@@ -49,7 +46,7 @@ class StepConstraint:
         self.mode, self.ref_mode = mode, ref_mode
         self.grammar = Grammar(action_grammar(ref_mode)) if mode == "grammar" else None
 
-    def for_page(self, allowed_actions: list[str]) -> tuple[list[str] | Grammar | None, str]:
+    def for_page(self, allowed_actions: list[str]) -> tuple[Constraint, str]:
         """(what the engine decodes under, the step's `constraint` label)."""
         if self.mode == "choice":
             return (allowed_actions, "choice") if allowed_actions else (None, "none")
@@ -57,13 +54,3 @@ class StepConstraint:
             return self.grammar, "grammar"
         return None, "none"
 
-
-def structured_outputs(constraint: list[str] | Grammar | None):
-    """vLLM's StructuredOutputsParams for an engine constraint (None: unconstrained)."""
-    if not constraint:
-        return None
-    from vllm.sampling_params import StructuredOutputsParams
-
-    if isinstance(constraint, Grammar):
-        return StructuredOutputsParams(grammar=constraint.ebnf)
-    return StructuredOutputsParams(choice=list(constraint))

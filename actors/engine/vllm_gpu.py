@@ -1,4 +1,6 @@
-"""The GPU backend of the rollout engine: vLLM's AsyncLLM, on the same surface as VLLMEngine.
+"""AsyncVLLMEngine: the rollout engine on GPUs, vLLM's AsyncLLM (engine.backend "gpu", config
+VLLMGPUConfig). Implements the Engine protocol of actors/engine/base.py and its
+WeightTransferEngine extension.
 
 AsyncLLM runs its engine core in its own process(es), tensor parallel over
 `tensor_parallel_size` GPUs, and batches continuously by itself. This class drives it from an
@@ -28,19 +30,20 @@ import itertools
 import queue
 import threading
 
+from actors.engine.base import Constraint, EngineBusy, Generation
 from actors.engine.chat_prompt import ChatPrompt
+from actors.engine.config import VLLMGPUConfig
 from actors.engine.lora_adapter import AdapterRequests
-from actors.engine.vllm_cpu import Constraint, EngineBusy, Generation, VLLMEngine
+from actors.engine.sampling import generation, sampling_params
 
 STEP_WAIT_S = 0.005
 
 
 class AsyncVLLMEngine:
-    def __init__(self, model_path: str, *, dtype: str = "bfloat16", max_model_len: int = 4096,
-                 tensor_parallel_size: int = 1, seed: int = 0, enforce_eager: bool = False,
-                 gpu_memory_utilization: float = 0.85, weight_transfer: str = "nccl",
-                 enable_lora: bool = False, max_lora_rank: int = 16, max_loras: int = 1,
-                 step_wait_s: float = STEP_WAIT_S, **ignored):
+    def __init__(self, config: VLLMGPUConfig, model_path: str, *, seed: int = 0,
+                 step_wait_s: float = STEP_WAIT_S):
+        if not isinstance(config, VLLMGPUConfig):
+            raise TypeError(f"AsyncVLLMEngine takes a VLLMGPUConfig, got {type(config).__name__}")
         from vllm.config import WeightTransferConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
 
@@ -49,20 +52,20 @@ class AsyncVLLMEngine:
         self._ids = itertools.count()
         self._in_flight: set[str] = set()
         self._done: queue.Queue = queue.Queue()  # (request id, Generation or None, error or None)
-        self.adapters = AdapterRequests(enable_lora)
+        self.adapters = AdapterRequests(config.enable_lora)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="engine", daemon=True)
         self._thread.start()
         args = AsyncEngineArgs(
-            model=model_path, dtype=dtype, max_model_len=max_model_len, seed=seed,
-            tensor_parallel_size=tensor_parallel_size, enforce_eager=enforce_eager,
-            gpu_memory_utilization=gpu_memory_utilization,
-            weight_transfer_config=WeightTransferConfig(backend=weight_transfer),
-            enable_lora=enable_lora, max_lora_rank=max_lora_rank, max_loras=max_loras)
+            model=model_path, dtype=config.dtype, max_model_len=config.max_model_len, seed=seed,
+            tensor_parallel_size=config.tensor_parallel_size, enforce_eager=config.enforce_eager,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            weight_transfer_config=WeightTransferConfig(backend=config.weight_transfer),
+            enable_lora=config.enable_lora, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
         self.llm = self._run(self._build(args))
         self.tokenizer = self.llm.get_tokenizer()
         self.chat = ChatPrompt(self.tokenizer)
-        self.max_model_len = max_model_len
+        self.max_model_len = config.max_model_len
 
     @staticmethod
     async def _build(args):
@@ -73,8 +76,8 @@ class AsyncVLLMEngine:
     def _run(self, coro, timeout: float | None = None):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    chat_prompt_ids = VLLMEngine.chat_prompt_ids
-    _params = staticmethod(VLLMEngine._params)
+    def chat_prompt_ids(self, user_text: str) -> list[int]:
+        return self.chat.ids(user_text)
 
     # ---- streaming ---------------------------------------------------------------------------
     @property
@@ -83,10 +86,7 @@ class AsyncVLLMEngine:
 
     def submit(self, prompt_ids: list[int], constraint: Constraint, *, temperature: float,
                max_tokens: int) -> str:
-        from vllm.sampling_params import RequestOutputKind
-
-        params = self._params(constraint, temperature, max_tokens)
-        params.output_kind = RequestOutputKind.FINAL_ONLY
+        params = sampling_params(constraint, temperature, max_tokens)
         rid = f"fw-{next(self._ids)}"
         self._in_flight.add(rid)
         lora = self.adapters.current
@@ -98,9 +98,7 @@ class AsyncVLLMEngine:
             final = None
             async for out in self.llm.generate({"prompt_token_ids": prompt_ids}, params, rid, lora_request=lora):
                 final = out
-            o = final.outputs[0]
-            lps = [step[tok].logprob for tok, step in zip(o.token_ids, o.logprobs)]
-            self._done.put((rid, Generation(list(o.token_ids), lps, o.text), None))
+            self._done.put((rid, generation(final), None))
         except BaseException as e:  # noqa: BLE001 - handed to the caller by step()
             self._done.put((rid, None, e))
 

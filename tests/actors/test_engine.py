@@ -6,6 +6,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from actors.decoding import Grammar
+from actors.engine import make_engine
+from actors.engine.config import VLLMCPUConfig, VLLMGPUConfig
 from actors.engine.vllm_cpu import VLLMEngine
 from actors.env.actions import action_grammar, format_action, parse_action
 
@@ -14,7 +16,7 @@ PROMPT = 'Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "C
 
 @pytest.fixture(scope="module")
 def engine(model_path):
-    return VLLMEngine(model_path)
+    return VLLMEngine(VLLMCPUConfig(), model_path)
 
 
 def hf_logprobs(model, prompt, continuation):
@@ -77,10 +79,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @pytest.fixture(scope="module")
 def gpu_engine(model_path):
-    from actors.engine.vllm_cpu import make_engine
-
-    engine = make_engine(model_path, backend="gpu", dtype="float32", max_model_len=1024,
-                         enforce_eager=True, gpu_memory_utilization=0.3)
+    engine = make_engine(VLLMGPUConfig(dtype="float32", max_model_len=1024, enforce_eager=True,
+                                       gpu_memory_utilization=0.3), model_path)
     yield engine
     engine.close()
 
@@ -147,8 +147,6 @@ def test_gpu_weights_over_the_weight_transfer_engine(gpu_engine, model_path):
 def test_gpu_engine_serves_a_lora_adapter_as_the_merged_model(model_path, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from actors.engine.vllm_cpu import make_engine
-
     torch.manual_seed(0)
     policy = get_peft_model(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32),
                             LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
@@ -157,8 +155,8 @@ def test_gpu_engine_serves_a_lora_adapter_as_the_merged_model(model_path, tmp_pa
             if "lora_B" in n:  # peft starts lora_B at zero: an adapter that does nothing
                 p.normal_(0.0, 0.3)
     policy.save_pretrained(tmp_path / "adapter")
-    engine = make_engine(model_path, backend="gpu", dtype="float32", max_model_len=1024, enforce_eager=True,
-                         gpu_memory_utilization=0.2, enable_lora=True, max_lora_rank=16)
+    engine = make_engine(VLLMGPUConfig(dtype="float32", max_model_len=1024, enforce_eager=True,
+                                       gpu_memory_utilization=0.2, enable_lora=True, max_lora_rank=16), model_path)
     try:
         prompt = engine.chat_prompt_ids(PROMPT)
         bare = engine.generate([prompt], [None], temperature=0.0, max_tokens=12)[0].token_ids

@@ -4,6 +4,7 @@ legacy form), what each step records, and prompts trimmed to fit the engine's co
 
 import pytest
 
+from actors.config import RolloutConfig
 from actors.decoding import Grammar, StepConstraint, constraint_mode
 from actors.env.actions import action_grammar
 from actors.episode import Round, fit_prompt, render_prompt
@@ -16,7 +17,7 @@ from tests.actors.test_rollout_loop import ScriptedSlot, browser, make_loop, tic
 
 @pytest.mark.parametrize("rollout, mode", [
     ({}, "choice"),
-    ({"constraint": None, "constrained": None}, "choice"),  # configs/config.yaml's defaults
+    ({"constraint": None, "constrained": None}, "choice"),  # RolloutConfig's defaults
     ({"constraint": "grammar"}, "grammar"),
     ({"constraint": "none"}, "none"),
     ({"constrained": True}, "choice"),
@@ -25,7 +26,7 @@ from tests.actors.test_rollout_loop import ScriptedSlot, browser, make_loop, tic
     ({"constraint": "none", "constrained": False}, "none"),
 ])
 def test_constraint_key_and_its_legacy_form(rollout, mode):
-    assert constraint_mode(rollout) == mode
+    assert constraint_mode(RolloutConfig(**rollout)) == mode
 
 
 @pytest.mark.parametrize("rollout", [{"constraint": "grammar", "constrained": True},
@@ -33,12 +34,12 @@ def test_constraint_key_and_its_legacy_form(rollout, mode):
                                      {"constraint": "none", "constrained": True}])
 def test_conflicting_keys_name_both(rollout):
     with pytest.raises(ValueError, match=r"rollout\.constraint.*rollout\.constrained"):
-        constraint_mode(rollout)
+        constraint_mode(RolloutConfig(**rollout))
 
 
 def test_unknown_constraint_is_refused():
     with pytest.raises(ValueError, match="one of"):
-        constraint_mode({"constraint": "json"})
+        constraint_mode(RolloutConfig(constraint="json"))
 
 
 def test_what_each_mode_decodes_under_and_records():
