@@ -5,8 +5,10 @@ Math.seedrandom, then core.startEpisodeReal) and reads the reward from its globa
 wheel's selenium_instance.py does, without reloading the page. A reset to a different task
 navigates the slot's page to that task first.
 
-`AsyncMiniWoBEnv` runs on the browser thread (actors/env/browser.py); `MiniWoBEnv` is a blocking
-facade over it for scripts and tests, callable from any thread.
+`AsyncMiniWoBEnv` (an Env, actors/env/base.py) runs on the browser thread (actors/env/browser.py);
+`MiniWoBEnv` is a blocking facade over it for scripts and tests, callable from any thread;
+`MiniWoBBackend` (the registry's "miniwob", an EnvBackend) is what a rollout actor holds: one
+Chromium, an isolated context per slot's env.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from playwright.async_api import Error as PlaywrightError
 
 from actors.env.actions import Action, ActionError, parse_action, quote
 from actors.env.browser import BrowserHandle
+from actors.env.config import MiniWoBConfig
 from actors.env.miniwob_js import CENTER_JS, OBSERVE_JS, RESET_OBSERVE_JS, SELECT_ALL_JS, SELECT_OPTION_JS
 from actors.env.observation import Element, Observation, make_observation, parse_elements
 
-__all__ = ["AsyncMiniWoBEnv", "Element", "MiniWoBEnv", "Observation", "make_observation",
-           "task_page"]
+__all__ = ["AsyncMiniWoBEnv", "Element", "MiniWoBBackend", "MiniWoBEnv", "Observation",
+           "make_observation", "task_page"]
 
 # The package is located without importing it (its __init__ pulls in gymnasium).
 HTML_DIR = Path(importlib.util.find_spec("miniwob").submodule_search_locations[0]) / "html"
@@ -87,8 +90,8 @@ class AsyncMiniWoBEnv:
         self._done = True
         self._steps = 0
 
-    async def open(self, generation: int | None = None) -> None:
-        self._context, self.generation = await self.browser.new_context(generation)
+    async def open(self) -> None:
+        self._context, self.generation = await self.browser.new_context()
         self._context.set_default_timeout(self._step_timeout_ms)
         self._page = await self._context.new_page()
         await self._load(self.task_name)
@@ -251,3 +254,49 @@ class MiniWoBEnv:
     def close(self) -> None:
         if not self._browser.closed:
             self._browser.run(self._env.close())
+
+
+class MiniWoBBackend:
+    """The MiniWoB++ env of one rollout actor (the EnvBackend of actors/env/base.py): one
+    Chromium on its own thread (BrowserHandle, launched now), an isolated browser context per
+    slot's AsyncMiniWoBEnv, all configured by a MiniWoBConfig. A host incarnation is the
+    browser's generation; replacing it relaunches Chromium (once, however many slots ask).
+
+    NOT guaranteed: that a relaunch succeeds (it raises like the first launch).
+    """
+
+    errors = (PlaywrightError,)
+
+    def __init__(self, config: MiniWoBConfig):
+        self.config = config
+        self.ref_mode = config.ref_mode
+        self.browser = BrowserHandle(config.chromium)
+
+    @classmethod
+    def check_task(cls, task: str) -> None:
+        task_page(task)
+
+    @property
+    def closed(self) -> bool:
+        return self.browser.closed
+
+    def new_env(self, task: str) -> AsyncMiniWoBEnv:
+        c = self.config
+        return AsyncMiniWoBEnv(self.browser, task, ref_mode=c.ref_mode, episode_max_time_s=c.episode_max_time_s,
+                               step_timeout_s=c.step_timeout_s, observation=c.observation,
+                               screenshot=c.screenshot)
+
+    def submit(self, coro):
+        return self.browser.submit(coro)
+
+    def host_of(self, env: AsyncMiniWoBEnv) -> int | None:
+        return env.generation
+
+    async def replace_host(self, host: int | None) -> None:
+        await self.browser.ensure(host, force=True)
+
+    def stats(self) -> dict[str, int]:
+        return {"browser_relaunches": self.browser.relaunches}
+
+    def close(self) -> None:
+        self.browser.close()

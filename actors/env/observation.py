@@ -1,38 +1,19 @@
 """What a MiniWoB++ page looks like to the policy: elements with stable refs, rendered as a compact
 list (or replaced by an accessibility tree's text), and the click actions valid on it.
 
-Pure: builds observations from what the page's OBSERVE_JS returned; no browser here.
+Pure: builds observations (Element and Observation are defined in actors/env/base.py) from what
+the page's OBSERVE_JS returned; no browser here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from actors.env.actions import format_ref, quote
+from actors.env.base import Element, Observation
+
+__all__ = ["Element", "Observation", "make_observation", "parse_elements", "render_element"]
 
 _TYPEABLE_INPUTS = {"text", "password", "email", "number", "search", "tel", "url", "date",
                     "time", "datetime-local", "month", "week"}
-
-
-@dataclass(frozen=True)
-class Element:
-    ref: int  # MiniWoB's ref: stable within an episode (text nodes get negative, unstable refs)
-    tag: str  # display tag: button, link, textbox, checkbox, radio, select, label or text
-    text: str  # visible text (or aria-label / title / placeholder); "" if none
-    clickable: bool
-    typeable: bool
-    box: tuple[float, float, float, float]  # left, top, width, height in viewport px
-    value: str | bool | None = None  # input value; checked state for checkbox / radio
-
-
-@dataclass
-class Observation:
-    task: str  # the task utterance
-    elements: list[Element]
-    text: str  # what the policy sees
-    allowed_actions: list[str] = field(default_factory=list)
-    screenshot_hash: str | None = None  # sha256 of `screenshot`, when screenshots are on
-    screenshot: bytes | None = field(default=None, repr=False, compare=False)  # PNG
 
 
 def _display_tag(tag: str, cursor: str) -> tuple[str, bool, bool]:

@@ -1,15 +1,19 @@
-"""EnvSlot: one env slot of a rollout actor, on the browser thread, that survives its page.
+"""EnvSlot: one env slot of a rollout actor, on its env backend's thread, that survives its env.
 
-reset() and step() never raise for a page problem: a crashed page or browser (any Playwright
-error reaching them) or a call still unfinished after `hang_timeout_s` comes back as a result
+Drives any Env (actors/env/base.py) through the actor's EnvBackend: the backend makes the envs
+(`new_env`), says which exceptions mean the env or its host failed (`errors`), and replaces a
+bad shared host (`host_of`, `replace_host`; MiniWoB++: relaunches the browser, once per death).
+
+reset() and step() never raise for an env problem: a crashed env or host (any of the backend's
+`errors` reaching them) or a call still unfinished after `hang_timeout_s` comes back as a result
 with `failure` set, and the slot is marked broken. The next reset() first rebuilds it: the old
-context is closed (best effort), the browser is relaunched if it died (once per death, see
-BrowserHandle.ensure), and a fresh context loads the task page.
+env is closed (best effort; one that does not close in time takes its host with it), and a
+fresh env is opened on the task (if that fails, the host is replaced once and it is tried again).
 
 NOT guaranteed: recovery itself can fail (Chromium cannot start); each failed rebuild is
 another failure result, with a growing pause before the next try, and after `max_failures`
 failures in a row reset() raises — an actor that cannot get a page should stop loudly rather
-than spin. Exceptions other than Playwright errors and timeouts (bugs) propagate.
+than spin. Other exceptions (bugs) propagate.
 """
 
 from __future__ import annotations
@@ -19,11 +23,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 
-from playwright.async_api import Error as PlaywrightError
-
-from actors.env.browser import BrowserHandle
-from actors.env.miniwob import AsyncMiniWoBEnv
-from actors.env.observation import Observation
+from actors.env.base import Env, EnvBackend, Observation
 
 CLOSE_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 10.0
@@ -35,19 +35,18 @@ class EnvResult:
     reward: float = 0.0
     done: bool = False
     info: dict = field(default_factory=dict)
-    failure: str | None = None  # why the page could not answer; the episode's outcome is unknown
-    seconds: float = 0.0  # time spent on the browser thread, rebuilds included
+    failure: str | None = None  # why the env could not answer; the episode's outcome is unknown
+    seconds: float = 0.0  # time spent on the backend's thread, rebuilds included
 
 
 class EnvSlot:
-    def __init__(self, browser: BrowserHandle, env_kwargs: dict, *, hang_timeout_s: float = 30.0,
-                 max_failures: int = 10):
-        self.browser = browser
-        self.env_kwargs = dict(env_kwargs)
+    def __init__(self, backend: EnvBackend, *, hang_timeout_s: float, max_failures: int):
+        self.backend = backend
         self.hang_timeout_s = hang_timeout_s
         self.max_failures = max_failures
-        self.env: AsyncMiniWoBEnv | None = None
-        self._generation: int | None = None  # of the browser the last page lived on
+        self.failing = (*backend.errors, TimeoutError)  # what ends an episode as "unknown"
+        self.env: Env | None = None
+        self._host = None  # the host incarnation the last env lived on (backend.host_of)
         self.failures = 0  # in a row
         self.rebuilds = 0
 
@@ -62,7 +61,7 @@ class EnvSlot:
             if self.env is None:
                 await self._rebuild(task)
             obs = await asyncio.wait_for(self.env.reset(seed, task, max_steps), self.hang_timeout_s)
-        except (PlaywrightError, TimeoutError) as e:
+        except self.failing as e:
             return await self._failed(e, t0)
         self.failures = 0
         return EnvResult(obs, seconds=time.perf_counter() - t0)
@@ -73,13 +72,13 @@ class EnvSlot:
             return EnvResult(None, done=True, failure="crash: the slot has no page", seconds=0.0)
         try:
             obs, reward, done, info = await asyncio.wait_for(self.env.step(action), self.hang_timeout_s)
-        except (PlaywrightError, TimeoutError) as e:
+        except self.failing as e:
             return await self._failed(e, t0)
         return EnvResult(obs, reward, done, info, seconds=time.perf_counter() - t0)
 
     async def close(self) -> None:
         if self.env is not None:
-            with contextlib.suppress(PlaywrightError, TimeoutError):
+            with contextlib.suppress(*self.failing):
                 await asyncio.wait_for(self.env.close(), CLOSE_TIMEOUT_S)
             self.env = None
 
@@ -94,30 +93,30 @@ class EnvSlot:
                          seconds=time.perf_counter() - t0)
 
     async def _discard(self) -> None:
-        """Drop the page now; a context that does not close in time takes its browser with it
-        (the page's renderer may be wedged, and a leaked context would keep it alive)."""
+        """Drop the env now; one that does not close in time takes its host with it (a page's
+        renderer may be wedged, and a leaked browser context would keep it alive)."""
         env, self.env = self.env, None
         if env is None:
             return
         try:
             await asyncio.wait_for(env.close(), CLOSE_TIMEOUT_S)
         except TimeoutError:
-            await self.browser.ensure(env.generation, force=True)
-        self._generation = env.generation
+            await self.backend.replace_host(self.backend.host_of(env))
+        self._host = self.backend.host_of(env)
 
     async def _rebuild(self, task: str) -> None:
         if self.failures:
             await asyncio.sleep(min(0.25 * 2 ** (self.failures - 1), MAX_BACKOFF_S))
-        env = AsyncMiniWoBEnv(self.browser, **{**self.env_kwargs, "task": task})
-        generation = self._generation
+        env = self.backend.new_env(task)
         try:
-            await asyncio.wait_for(env.open(generation), self.hang_timeout_s)
-        except (PlaywrightError, TimeoutError):
-            # The browser may be alive but unusable (e.g. hung): replace it once, then retry.
-            with contextlib.suppress(PlaywrightError, TimeoutError):
+            await asyncio.wait_for(env.open(), self.hang_timeout_s)
+        except self.failing:
+            # The host may be alive but unusable (e.g. a hung browser): replace it once, then retry.
+            with contextlib.suppress(*self.failing):
                 await asyncio.wait_for(env.close(), CLOSE_TIMEOUT_S)
-            await self.browser.ensure(env.generation if env.generation is not None else generation, force=True)
-            env = AsyncMiniWoBEnv(self.browser, **{**self.env_kwargs, "task": task})
+            host = self.backend.host_of(env)
+            await self.backend.replace_host(host if host is not None else self._host)
+            env = self.backend.new_env(task)
             await asyncio.wait_for(env.open(), self.hang_timeout_s)
         self.env = env
         self.rebuilds += 1

@@ -10,7 +10,8 @@ import signal
 import pytest
 
 from actors.env.browser import CHROMIUM, launch_browser
-from actors.env.miniwob import AsyncMiniWoBEnv, MiniWoBEnv
+from actors.env.config import MiniWoBConfig
+from actors.env.miniwob import AsyncMiniWoBEnv, MiniWoBBackend, MiniWoBEnv
 from actors.env.slot import EnvSlot
 from tests.support.chromium_processes import browser_pids
 
@@ -27,12 +28,13 @@ def browser():
     handle.close()
 
 
-def own_browser():
-    """A fresh browser and the pid of its main Chromium process (the module's stays apart)."""
+def own_backend():
+    """A fresh MiniWoB backend (its own browser) and the pid of its main Chromium process (the
+    module's browser stays apart)."""
     before = set(browser_pids())
-    handle = launch_browser()
+    backend = MiniWoBBackend(MiniWoBConfig(ref_mode="text"))
     (pid,) = set(browser_pids()) - before
-    return handle, pid
+    return backend, pid
 
 
 def solved(result) -> bool:
@@ -146,9 +148,10 @@ def test_reset_switches_task(browser):
 
 
 def test_env_slot_recovers_from_a_killed_browser():
-    handle, pid = own_browser()
+    backend, pid = own_backend()
+    handle = backend.browser
     try:
-        slot = EnvSlot(handle, {"ref_mode": "text"}, hang_timeout_s=30)
+        slot = EnvSlot(backend, hang_timeout_s=30, max_failures=10)
         first = handle.run(slot.reset(0, "click-button", 10))
         assert first.failure is None
         os.kill(pid, signal.SIGKILL)
@@ -159,13 +162,14 @@ def test_env_slot_recovers_from_a_killed_browser():
         assert handle.relaunches == 1 and pid not in browser_pids()
         assert handle.run(slot.step(first.obs.allowed_actions[0])).failure is None
     finally:
-        handle.close()
+        backend.close()
 
 
 def test_env_slot_times_out_a_hung_page():
-    handle = launch_browser()
+    backend = MiniWoBBackend(MiniWoBConfig(ref_mode="text"))
+    handle = backend.browser
     try:
-        slot = EnvSlot(handle, {"ref_mode": "text"}, hang_timeout_s=2)
+        slot = EnvSlot(backend, hang_timeout_s=2, max_failures=10)
         first = handle.run(slot.reset(0, "click-button", 10))
         handle.run(slot.env._page.evaluate("() => { setTimeout(() => { while (true) {} }, 0); }"))
         failed = handle.run(slot.step(first.obs.allowed_actions[0]))
@@ -173,13 +177,14 @@ def test_env_slot_times_out_a_hung_page():
         assert handle.run(slot.reset(0, "click-button", 10)).obs == first.obs
         assert slot.rebuilds == 2
     finally:
-        handle.close()
+        backend.close()
 
 
 def test_env_slot_gives_up_after_max_failures():
-    handle, pid = own_browser()
+    backend, pid = own_backend()
+    handle = backend.browser
     try:
-        slot = EnvSlot(handle, {"ref_mode": "text"}, hang_timeout_s=30, max_failures=3)
+        slot = EnvSlot(backend, hang_timeout_s=30, max_failures=3)
         first = handle.run(slot.reset(0, "click-button", 10))
         handle.executable_path = "/nonexistent/chromium"  # every relaunch fails from now on
         os.kill(pid, signal.SIGKILL)
@@ -188,4 +193,4 @@ def test_env_slot_gives_up_after_max_failures():
         with pytest.raises(RuntimeError, match="failed 3 times in a row"):
             handle.run(slot.reset(0, "click-button", 10))
     finally:
-        handle.close()
+        backend.close()
