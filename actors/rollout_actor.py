@@ -1,11 +1,17 @@
-"""RolloutActor: one inference engine, several browser env slots, trajectories streamed to replay.
+"""RolloutActor: one inference engine, several env slots, trajectories streamed to replay.
+
+Built from typed configs: the engine that `engine.backend` names (actors/engine/: make_engine),
+the env that `env.name` names in the env registry (actors/env/: its backend is created once, on
+the loop thread, and every slot drives its envs through it), the rollout settings
+(actors/config.py) and the reward (rewards/config.py). An unknown engine, env or task and a bad
+decoding constraint fail in the constructor.
 
 Three threads: the caller's (Ray's) thread takes control calls; the loop thread owns the engine
 and runs the RolloutLoop (actors/rollout_loop.py), which overlaps generation with page work;
-the browser thread (actors/env/browser.py) drives every slot's page concurrently. Control calls
-that use the engine — new weights, a greedy probe — are queued to the loop thread, which first
-lets the requests in flight finish, so weights change only between engine requests and the
-world never stops; each step carries the version that generated it. On the CPU path weights
+the env backend's thread (MiniWoB++: the browser thread, actors/env/browser.py) drives every
+slot's env concurrently. Control calls that use the engine — new weights, a greedy probe — are
+queued to the loop thread, which first lets the requests in flight finish, so weights change
+only between engine requests and the world never stops; each step carries the version that generated it. On the CPU path weights
 arrive through the learner's weight group (update_weights); on the GPU path (engine.backend
 gpu) through vLLM's weight-transfer engine (transfer_init / start / update / finish), with no
 request submitted between start and finish. A LoRA policy's adapter arrives the same way as
@@ -15,7 +21,8 @@ weights (update_adapter), is written as a PEFT adapter directory under the run d
 A finished episode becomes a Trajectory, is scored by the configured reward and is inserted
 into the shard its group_id (else its traj_id) routes to (buffer/net/sharded_clients.py). An episode whose
 page crashed or hung ends with outcome "unknown" (success False) and is still sent; its slot gets
-a fresh context (the browser is relaunched if it died) and the actor goes on. New episodes start only while the staleness gate
+a fresh env (MiniWoB++: a fresh context; the browser is relaunched if it died) and the actor goes
+on. A trajectory's env is "<env.name>/<task>". New episodes start only while the staleness gate
 admits them (actors/staleness.py) and the actor is started and not paused. A process Ray
 restarted (launch sets max_restarts) waits, unstarted, until the learner's next sync brings it
 into a new weight group and starts it (weights/plane.py).
@@ -33,11 +40,14 @@ import threading
 import time
 import uuid
 
+from actors.config import RolloutConfig
 from actors.decoding import constraint_mode
+from actors.engine import make_engine
+from actors.engine.config import EngineConfig
 from actors.engine.lora_adapter import AdapterDirs, adapter_root
-from actors.engine.vllm_cpu import make_engine
-from actors.env.browser import BrowserHandle
-from actors.env.miniwob import task_page
+from actors.env import check_task, make_env_backend
+from actors.env.base import EnvBackend
+from actors.env.config import EnvConfig
 from actors.env.slot import EnvSlot
 from actors.rollout_loop import RolloutLoop
 from actors.slot_metrics import STATES, SlotMetrics
@@ -46,39 +56,37 @@ from actors.task_sampler import TaskSampler
 from buffer.net.insert_client import InsertClient
 from buffer.ray_restart import restarted_by_ray
 from buffer.routing import route_key, shard_for
-from rewards import make_reward
+from rewards import reward_from_config
+from rewards.config import RewardConfig
 from weights.group import open_weight_group
 from weights.receiver import WeightReceiver
-
-ENV_KEYS = ("ref_mode", "observation", "screenshot", "step_timeout_s", "episode_max_time_s")
 
 
 class RolloutActor:
     def __init__(self, actor_id: str, model_path: str, shard_addresses: list[str], *,
-                 engine: dict, env: dict, rollout: dict, reward: dict, seed: int = 0,
-                 first_episode: int = 0):
+                 engine: EngineConfig, env: EnvConfig, rollout: RolloutConfig, reward: RewardConfig,
+                 seed: int = 0, first_episode: int = 0):
         self.actor_id = actor_id
         self.instance = uuid.uuid4().hex  # a process Ray restarted is a new instance of the actor
         self.restarted = restarted_by_ray()
-        self.rollout = dict(rollout)
-        constraint_mode(self.rollout)  # a bad or conflicting constraint key fails here
-        self.env_cfg = dict(env)
-        self.reward_fn = make_reward(reward["name"], **reward.get("params", {}))
+        self.rollout = rollout
+        constraint_mode(rollout)  # a bad or conflicting constraint key fails here
+        self.env_cfg = env
+        self.reward_fn = reward_from_config(reward)
         self.seed = seed
         self.first_episode = first_episode  # a resumed run goes on with the episodes (seeds) after it
-        self.sampler = TaskSampler(env["task"], env.get("tasks"), env.get("max_steps", 10),
-                                   env.get("max_steps_by_task"))
+        self.sampler = TaskSampler(env.task, env.tasks, env.max_steps, env.max_steps_by_task)
         for task in self.sampler.names:
-            task_page(task)  # an unknown task fails here, not in the middle of a run
-        self.gate = StalenessGate(self.rollout.get("max_staleness"))
-        self.metrics = SlotMetrics(actor_id, self.rollout.get("metrics_every_s", 5.0))
-        self.engine = make_engine(model_path, seed=seed, **engine)
-        self.clients = [InsertClient(a, window=self.rollout["insert_window"]) for a in shard_addresses]
+            check_task(env, task)  # an unknown env or task fails here, not in the middle of a run
+        self.gate = StalenessGate(rollout.max_staleness)
+        self.metrics = SlotMetrics(actor_id, rollout.metrics_every_s)
+        self.engine = make_engine(engine, model_path, seed=seed)
+        self.clients = [InsertClient(a, window=rollout.insert_window) for a in shard_addresses]
         self.receiver: WeightReceiver | None = None
         self._generation = 0  # of the weight group the receiver is in
         self.adapters: AdapterDirs | None = None
         self.loop: RolloutLoop | None = None
-        self.browser: BrowserHandle | None = None
+        self.env_backend: EnvBackend | None = None
 
         self._calls: queue.Queue = queue.Queue()
         self._calls_lock = threading.Lock()
@@ -96,7 +104,7 @@ class RolloutActor:
         self._ready = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=f"rollout-{actor_id}", daemon=True)
         self._thread.start()
-        self._ready.result(timeout=120)  # browser and slots up, or raise here
+        self._ready.result(timeout=120)  # env backend and slots up, or raise here
 
     # ---- Ray-facing control -------------------------------------------------------------
     def start(self) -> None:
@@ -106,13 +114,12 @@ class RolloutActor:
         self._running.clear()
 
     def stop(self) -> dict:
-        """Stop the loop, close the browser, wait for the acks of everything sent. Idempotent."""
+        """Stop the loop, close the env backend, wait for the acks of everything sent. Idempotent."""
         if self._stop.is_set():
             return self.stats()
         self._stop.set()
         self._thread.join(timeout=60)
-        if hasattr(self.engine, "close"):
-            self.engine.close()
+        self.engine.close()
         for c in self.clients:  # every trajectory sent gets its ack before the sockets close
             c.flush()
             self._collect_acks(c)
@@ -190,8 +197,8 @@ class RolloutActor:
             counts = loop.state_counts()
             s.update({f"slots_{k}": counts.get(k, 0) for k in STATES})
             s.update({f"slot_s_{k}": round(v, 3) for k, v in self.metrics.slot_seconds.items()})
-        if self.browser is not None:
-            s["browser_relaunches"] = self.browser.relaunches
+        if self.env_backend is not None:
+            s.update(self.env_backend.stats())
         for outcome in ("correct", "incorrect", "unknown"):
             s[f"episodes_{outcome}"] = self._outcomes.count(outcome)
         s.update(actor_id=self.actor_id, instance=self.instance, restarted=self.restarted,
@@ -229,7 +236,7 @@ class RolloutActor:
                 self._calls.put((fn, args, fut))
         if fut is None:
             return fn(*args)
-        return fut.result(timeout=self.rollout["call_timeout_s"])
+        return fut.result(timeout=self.rollout.call_timeout_s)
 
     def _drain_calls(self) -> None:
         while True:
@@ -282,23 +289,20 @@ class RolloutActor:
 
     def _main(self) -> None:
         env = self.env_cfg
-        env_kwargs = {k: env[k] for k in ENV_KEYS if k in env}
         try:
-            self.browser = BrowserHandle(env["chromium"])
-            slots = [EnvSlot(self.browser, env_kwargs, hang_timeout_s=env.get("hang_timeout_s", 30.0),
-                             max_failures=env.get("max_failures", 10))
-                     for _ in range(self.rollout["slots"])]
+            self.env_backend = backend = make_env_backend(env)
+            slots = [EnvSlot(backend, hang_timeout_s=env.hang_timeout_s, max_failures=env.max_failures)
+                     for _ in range(self.rollout.slots)]
             first = self.sampler.names[0]
-            for f in [self.browser.submit(s.open(first)) for s in slots]:
+            for f in [backend.submit(s.open(first)) for s in slots]:
                 f.result()
-            self.loop = RolloutLoop(self.engine, self.browser, slots, rollout=self.rollout,
+            self.loop = RolloutLoop(self.engine, backend, slots, rollout=self.rollout,
                                     sampler=self.sampler, finish=self._finish, metrics=self.metrics,
-                                    seed_key=self._seed_key(),
-                                    ref_mode=env.get("ref_mode", "text"))
+                                    seed_key=self._seed_key(), ref_mode=backend.ref_mode)
             self.loop.stats["episodes_started"] = self.first_episode
         except Exception as e:  # noqa: BLE001 - re-raised in the constructor
-            if self.browser is not None:
-                self.browser.close()
+            if self.env_backend is not None:
+                self.env_backend.close()
             self._ready.set_exception(e)
             return
         self._ready.set_result(True)
@@ -309,7 +313,7 @@ class RolloutActor:
             raise
         finally:
             self.loop.close()
-            self.browser.close()
+            self.env_backend.close()
             with self._calls_lock:
                 self._loop_done = True
                 self._drain_calls()  # calls queued before the loop ended still run
@@ -347,7 +351,7 @@ class RolloutActor:
         success = bool(info.get("success"))
         outcome = info.get("outcome") or ("correct" if success else "incorrect")
         reward = self.reward_fn(success=success, outcome=outcome, env_reward=info.get("raw_reward", 0.0))
-        traj = episode.finish(actor_id=self.actor_id, env=f"miniwob/{episode.task}",
+        traj = episode.finish(actor_id=self.actor_id, env=f"{self.env_cfg.name}/{episode.task}",
                               reward=reward, success=success, outcome=outcome)
         shard = shard_for(route_key(traj.traj_id, traj.group_id), len(self.clients))  # a group stays on one shard
         self.clients[shard].insert(traj)

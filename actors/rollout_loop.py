@@ -1,7 +1,8 @@
-"""The scheduling core of a rollout actor: many env slots, one engine, one browser, overlapped.
+"""The scheduling core of a rollout actor: many env slots, one engine, one env backend, overlapped.
 
-Runs on the actor's loop thread, which alone drives the engine. Page work (reset, step) runs as
-coroutines on the browser thread (actors/env/browser.py) and comes back as futures. Each
+Runs on the actor's loop thread, which alone drives the engine (any Engine, actors/engine/base.py).
+Page work (reset, step) runs as coroutines on the env backend's thread (`backend.submit`, e.g.
+MiniWoB++'s browser thread, actors/env/browser.py) and comes back as futures. Each
 `tick()`:
   1. takes the page results that are ready: a step is recorded on its episode; a finished, or
      crashed / timed-out, episode goes to `finish`; a slot with a fresh observation is ready;
@@ -34,10 +35,10 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
+from actors.config import RolloutConfig
 from actors.decoding import StepConstraint, constraint_mode
-from actors.engine.vllm_cpu import Generation, VLLMEngine
-from actors.env.browser import BrowserHandle
-from actors.env.observation import Observation
+from actors.engine.base import Engine, Generation
+from actors.env.base import EnvBackend, Observation
 from actors.env.slot import EnvResult, EnvSlot
 from actors.episode import Episode, fit_prompt
 from actors.slot_metrics import SlotMetrics
@@ -52,7 +53,7 @@ class Slot:
     env: EnvSlot
     episode: Episode | None = None
     obs: Observation | None = None  # the observation the next action answers
-    pending: concurrent.futures.Future | None = None  # a reset or step on the browser thread
+    pending: concurrent.futures.Future | None = None  # a reset or step on the backend's thread
     request: str | None = None  # engine request in flight
     prompt_ids: list[int] = field(default_factory=list)
     choice: list[str] | None = None  # the allowed actions, under a choice constraint
@@ -70,23 +71,25 @@ class Slot:
 
 
 class RolloutLoop:
-    def __init__(self, engine: VLLMEngine, browser: BrowserHandle, env_slots: list[EnvSlot], *,
-                 rollout: dict, sampler: TaskSampler, finish, metrics: SlotMetrics,
+    def __init__(self, engine: Engine, backend: EnvBackend, env_slots: list[EnvSlot], *,
+                 rollout: RolloutConfig, sampler: TaskSampler, finish, metrics: SlotMetrics,
                  seed_key: str, ref_mode: str = "text"):
-        self.engine, self.browser = engine, browser
+        """`backend`: what runs the slots' coroutines (`submit`, `closed`); `ref_mode`: the
+        action language's, for the grammar constraint."""
+        self.engine, self.backend = engine, backend
         self.slots = [Slot(i, e) for i, e in enumerate(env_slots)]
         self.rollout, self.sampler, self.finish = rollout, sampler, finish
         self.metrics, self.seed_key = metrics, seed_key
         self.stats: collections.Counter = collections.Counter()
         # Seconds: engine (wall) and engine_cpu (this thread's CPU meanwhile: the gap is time
         # the OS or the GIL gave to others), wait (for pages, nothing in flight), browser (page
-        # work on the browser thread, summed over slots).
+        # work on the backend's thread, summed over slots).
         self.times: collections.Counter = collections.Counter()
         self._by_request: dict[str, Slot] = {}
-        self.min_batch = int(rollout.get("min_batch", 1))
+        self.min_batch = int(rollout.min_batch)
         self.constraint = StepConstraint(constraint_mode(rollout), ref_mode)
         # A longer prompt would leave the response no room (vLLM rejects it): fit_prompt trims.
-        self.prompt_limit = engine.max_model_len - int(rollout["max_tokens"])
+        self.prompt_limit = engine.max_model_len - int(rollout.max_tokens)
         self.hold = False  # set while weights are being replaced: no request, no new episode
 
     # ---- one iteration -----------------------------------------------------------------------
@@ -115,9 +118,9 @@ class RolloutLoop:
         return collections.Counter(s.state for s in self.slots)
 
     def close(self) -> None:
-        if self.browser.closed:
+        if self.backend.closed:
             return
-        futures = [self.browser.submit(s.env.close()) for s in self.slots]
+        futures = [self.backend.submit(s.env.close()) for s in self.slots]
         concurrent.futures.wait(futures, timeout=30)
 
     # ---- steps of a tick ---------------------------------------------------------------------
@@ -126,16 +129,16 @@ class RolloutLoop:
         self.stats["episodes_started"] += 1
         # GRPO: `group_size` consecutive episodes replay one task instance (same seed → same
         # group_id), so the learner can compare their returns.
-        seed = zlib.crc32(f"{self.seed_key}:{n // self.rollout.get('group_size', 1)}".encode())
+        seed = zlib.crc32(f"{self.seed_key}:{n // self.rollout.group_size}".encode())
         task = self.sampler.task(seed)
         grammar = self.constraint.grammar.ebnf if self.constraint.grammar else None
         slot.episode = Episode(task=task, seed=seed, policy_version=self.engine.policy_version, grammar=grammar)
-        slot.pending = self.browser.submit(slot.env.reset(seed, task, self.sampler.steps_for(task)))
+        slot.pending = self.backend.submit(slot.env.reset(seed, task, self.sampler.steps_for(task)))
 
     def _submit(self, slot: Slot) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
         fitted = fit_prompt(self.engine.chat_prompt_ids, slot.obs.text, slot.episode.rounds,
-                            self.rollout["history"], self.rollout.get("history_window", 0),
+                            self.rollout.history, self.rollout.history_window,
                             self.prompt_limit)
         if fitted.rounds_dropped or fitted.truncated:
             self.stats["prompts_trimmed"] += 1
@@ -146,8 +149,8 @@ class RolloutLoop:
         slot.choice = constraint if slot.constraint == "choice" else None
         slot.version = self.engine.policy_version
         slot.request = self.engine.submit(slot.prompt_ids, constraint,
-                                          temperature=self.rollout["temperature"],
-                                          max_tokens=self.rollout["max_tokens"])
+                                          temperature=self.rollout.temperature,
+                                          max_tokens=self.rollout.max_tokens)
         self._by_request[slot.request] = slot
         self.times["engine"] += time.perf_counter() - t0
         self.times["engine_cpu"] += time.thread_time() - c0
@@ -161,7 +164,7 @@ class RolloutLoop:
             slot = self._by_request.pop(rid)
             slot.request, slot.gen = None, gen
             self.stats["tokens"] += len(gen.token_ids)
-            slot.pending = self.browser.submit(slot.env.step(gen.text))
+            slot.pending = self.backend.submit(slot.env.step(gen.text))
 
     def _pages_pending(self) -> bool:
         return any(s.pending is not None for s in self.slots)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import itertools
 import json
@@ -44,35 +45,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import psutil
 from omegaconf import OmegaConf
 
+from actors.config import RolloutConfig
 from actors.decoding import StepConstraint, constraint_mode
-from actors.engine.vllm_cpu import VLLMEngine, make_engine
+from actors.engine import make_engine
+from actors.engine.config import VLLMCPUConfig
+from actors.engine.vllm_cpu import VLLMEngine
 from actors.env.browser import launch_browser
+from actors.env.config import MiniWoBConfig
 from actors.env.miniwob import MiniWoBEnv
 from actors.episode import render_prompt
 from actors.rollout_actor import RolloutActor
 from buffer.core.shard import ReplayShard
 from buffer.net.server import ShardServer
 from learner.tiny_model import TinyModelSpec, build_tiny_model
+from rewards.config import RewardConfig
 
 
-def load_configs() -> tuple[dict, dict, dict]:
-    cfg = OmegaConf.load(ROOT / "configs/config.yaml")
-    env = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/env/miniwob.yaml"))
-    engine = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/engine/vllm_cpu.yaml"))
-    return OmegaConf.to_container(cfg.rollout), env, engine
-
-
-def observation_prompts(n: int, env_cfg: dict, rollout: dict) -> tuple[list[str], list[list[str]]]:
-    with launch_browser(env_cfg["chromium"]) as browser:
-        env = MiniWoBEnv(browser, env_cfg["task"], ref_mode=env_cfg["ref_mode"])
+def observation_prompts(n: int, env_cfg: MiniWoBConfig, rollout: RolloutConfig) -> tuple[list[str], list[list[str]]]:
+    with launch_browser(env_cfg.chromium) as browser:
+        env = MiniWoBEnv(browser, env_cfg.task, ref_mode=env_cfg.ref_mode)
         obs = [env.reset(seed) for seed in range(n)]
-    texts = [render_prompt(o.text, [], rollout["history"], rollout["history_window"]) for o in obs]
-    constraint = StepConstraint(constraint_mode(rollout), env_cfg["ref_mode"])
+    texts = [render_prompt(o.text, [], rollout.history, rollout.history_window) for o in obs]
+    constraint = StepConstraint(constraint_mode(rollout), env_cfg.ref_mode)
     return texts, [constraint.for_page(o.allowed_actions)[0] for o in obs]
 
 
-def engine_tok_per_s(engine: VLLMEngine, prompts, choices, rollout: dict, seconds: float) -> float:
-    kw = {"temperature": rollout["temperature"], "max_tokens": rollout["max_tokens"]}
+def engine_tok_per_s(engine: VLLMEngine, prompts, choices, rollout: RolloutConfig, seconds: float) -> float:
+    kw = {"temperature": rollout.temperature, "max_tokens": rollout.max_tokens}
     engine.generate(prompts, choices, **kw)  # warm-up
     tokens, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -86,7 +85,7 @@ def cpu_snapshot(actor: RolloutActor) -> dict:
     """CPU seconds so far: the actor's loop thread, its browser thread, the rest of this
     process, and the child processes (Playwright's driver and Chromium)."""
     me = psutil.Process()
-    ids = {actor._thread.native_id: "loop", actor.browser._thread.native_id: "browser"}
+    ids = {actor._thread.native_id: "loop", actor.env_backend.browser._thread.native_id: "browser"}
     out = {"loop": 0.0, "browser": 0.0, "other_threads": 0.0, "children": 0.0}
     for t in me.threads():
         out[ids.get(t.id, "other_threads")] += t.user_time + t.system_time
@@ -107,11 +106,11 @@ def engine_at(by_batch: dict, size: float) -> float:
     return by_batch[sizes[-1]]
 
 
-def actor_run(model_path: str, slots: int, rollout: dict, env: dict, engine: dict,
+def actor_run(model_path: str, slots: int, rollout: RolloutConfig, env: MiniWoBConfig, engine: VLLMCPUConfig,
               warmup: float, seconds: float) -> dict:
     server = ShardServer(ReplayShard(capacity=1_000_000, success_only=False), seed=0).start()
     actor = RolloutActor("bench-0", model_path, [server.address], engine=engine, env=env,
-                         rollout={**rollout, "slots": slots}, reward={"name": "success"})
+                         rollout=dataclasses.replace(rollout, slots=slots), reward=RewardConfig(name="success"))
     try:
         actor.start()
         time.sleep(warmup)
@@ -165,17 +164,20 @@ def main() -> None:
     args = ap.parse_args()
     t_start = time.time()
 
-    rollout, env, engine_cfg = load_configs()
-    rollout.update(OmegaConf.to_container(OmegaConf.from_dotlist(args.set)))
+    # The defaults of the typed configs (actors/config.py, actors/env/config.py,
+    # actors/engine/config.py); --set overrides rollout fields (an unknown one is refused).
+    rollout = dataclasses.replace(RolloutConfig(), **OmegaConf.to_container(OmegaConf.from_dotlist(args.set)))
+    env, engine_cfg = MiniWoBConfig(), VLLMCPUConfig()
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         model_path = str(build_tiny_model(TinyModelSpec(), Path(tmp)))
         measure(args, model_path, rollout, env, engine_cfg, t_start)
 
 
-def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t_start: float) -> None:
+def measure(args, model_path: str, rollout: RolloutConfig, env: MiniWoBConfig, engine_cfg: VLLMCPUConfig,
+            t_start: float) -> None:
     batch = max(args.slots)
     texts, choices = observation_prompts(batch, env, rollout)
-    engine = make_engine(model_path, **engine_cfg)
+    engine = make_engine(engine_cfg, model_path)
     prompts = [engine.chat_prompt_ids(t) for t in texts]
 
     by_batch = {}
@@ -227,7 +229,7 @@ def measure(args, model_path: str, rollout: dict, env: dict, engine_cfg: dict, t
         "actor_vs_engine": round(ratio, 3),
         "best_slots": best["slots"],
         "rollout": {"constraint": constraint_mode(rollout)}
-        | {k: rollout[k] for k in ("min_batch", "max_tokens", "temperature") if k in rollout},
+        | {k: getattr(rollout, k) for k in ("min_batch", "max_tokens", "temperature")},
         "engine_tok_per_s_by_batch": {str(b): round(v, 1) for b, v in by_batch.items()} | {f"{batch}_after": round(after, 1)},
         "time_by_slots": {str(s): {k: round(v, 3) for k, v in r.items() if k != "slots"} for s, r in runs.items()},
     }), flush=True)

@@ -8,20 +8,21 @@ arrange: pause the actor, let the pages settle, and look at the slots.
 
 import os
 import signal
-from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
+from actors.config import RolloutConfig
+from actors.engine.config import VLLMCPUConfig
 from actors.env.actions import parse_action
 from actors.env.browser import CHROMIUM
+from actors.env.config import MiniWoBConfig
 from actors.rollout_actor import RolloutActor
 from buffer.core.shard import ReplayShard
 from buffer.net.server import ShardServer
+from rewards.config import RewardConfig
 from tests.support.chromium_processes import browser_pids, browsers_gone
 from tests.support.loop_system import wait_for as wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 8
 
 pytestmark = [
@@ -42,15 +43,11 @@ def make_actor(model_path, server):
     actors = []
 
     def make(env=None, rollout=None, engine=None) -> RolloutActor:
-        cfg = OmegaConf.load(ROOT / "configs/config.yaml")
-        env_cfg = {**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/env/miniwob.yaml")),
-                   "max_steps": MAX_STEPS, **(env or {})}
-        rollout_cfg = {**OmegaConf.to_container(cfg.rollout), "slots": 2, "constraint": "none",
-                       **(rollout or {})}
-        engine_cfg = {**OmegaConf.to_container(OmegaConf.load(ROOT / "configs/engine/vllm_cpu.yaml")),
-                      **(engine or {})}
+        env_cfg = MiniWoBConfig(**{"max_steps": MAX_STEPS, **(env or {})})
+        rollout_cfg = RolloutConfig(**{"slots": 2, "constraint": "none", **(rollout or {})})
+        engine_cfg = VLLMCPUConfig(**(engine or {}))
         actor = RolloutActor("actor-t", model_path, [server.address], engine=engine_cfg, env=env_cfg,
-                             rollout=rollout_cfg, reward={"name": "outcome"}, seed=1)
+                             rollout=rollout_cfg, reward=RewardConfig(name="outcome"), seed=1)
         actors.append(actor)
         LIVE.append(actor)
         return actor
@@ -123,7 +120,7 @@ def test_hung_page_times_out_as_unknown_and_the_slot_goes_on(make_actor, server)
     wait_for(lambda: actor.stats().get("steps", 0) >= 4, 180, "the first steps")
     slot = pause_mid_episode(actor)
     # The page's main thread never returns from this: every later evaluate on it hangs.
-    actor.browser.run(slot.env.env._page.evaluate("() => { setTimeout(() => { while (true) {} }, 0); }"))
+    actor.env_backend.browser.run(slot.env.env._page.evaluate("() => { setTimeout(() => { while (true) {} }, 0); }"))
     actor.start()
     wait_for(lambda: after_first_unknown_a_normal_outcome(actor), 300,
              "an unknown outcome, then a normal one")
@@ -175,6 +172,7 @@ def test_grammar_decoding_in_a_short_context(make_actor, server):
              "trimmed prompts and two stored episodes")
     stats = actor.stop()
     assert stats["error"] is None
+    assert {t.env for t in stored(server)} == {"miniwob/click-button"}  # "<env.name>/<task>"
     steps = [s for t in stored(server) for s in t.steps]
     assert all(s.constraint == "grammar" and s.allowed_actions == [] for s in steps)
     assert all(len(s.prompt_ids) <= 112 - max_tokens for s in steps)

@@ -2,18 +2,20 @@
 overlap, steps carry the version that generated them, failures end episodes as unknown."""
 
 import asyncio
+import dataclasses
 import threading
 
 import pytest
 
-from actors.engine.vllm_cpu import Generation
+from actors.config import RolloutConfig
+from actors.engine.base import Generation
 from actors.env.observation import Element, make_observation
 from actors.env.slot import EnvResult
 from actors.rollout_loop import RolloutLoop
 from actors.slot_metrics import SlotMetrics
 from actors.task_sampler import TaskSampler
 
-ROLLOUT = {"history": 2, "history_window": 0, "constraint": "choice", "temperature": 1.0, "max_tokens": 8}
+ROLLOUT = RolloutConfig(history=2, history_window=0, constraint="choice", temperature=1.0, max_tokens=8)
 OBS = make_observation('Click "a".', [Element(1, "button", "a", True, False, (0, 0, 10, 10))], "text")
 
 
@@ -40,7 +42,7 @@ class ScriptedEngine:
 
 
 class AsyncioThread:
-    """The BrowserHandle surface the loop uses: submit a coroutine to a loop thread."""
+    """The EnvBackend surface the loop uses: submit a coroutine to a loop thread, closed."""
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
@@ -100,7 +102,7 @@ def make_loop(browser, slots, min_batch=1, constraint="choice", max_model_len=10
     finished = []
     engine = ScriptedEngine()
     engine.max_model_len = max_model_len
-    loop = RolloutLoop(engine, browser, slots, rollout={**ROLLOUT, "min_batch": min_batch, "constraint": constraint},
+    loop = RolloutLoop(engine, browser, slots, rollout=dataclasses.replace(ROLLOUT, min_batch=min_batch, constraint=constraint),
                        sampler=TaskSampler("click-button"), finish=lambda ep, info: finished.append((ep, info)),
                        metrics=SlotMetrics("t"), seed_key="t")
     return loop, finished
