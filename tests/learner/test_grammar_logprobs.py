@@ -120,9 +120,10 @@ def test_free_text_costs_a_bit_per_token_and_scores_as_the_allowed_subset(tok):
 @needs_vllm
 def test_matches_vllm_cpu_logprobs_under_the_grammar(model_path, tok):
     from actors.decoding import Grammar
+    from actors.engine.config import VLLMCPUConfig
     from actors.engine.vllm_cpu import VLLMEngine
 
-    engine = VLLMEngine(model_path)
+    engine = VLLMEngine(VLLMCPUConfig(), model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     prompts = [engine.chat_prompt_ids(PROMPT), engine.chat_prompt_ids("Task: Type Ann into the name box."),
                engine.chat_prompt_ids("Task: Scroll down.")]

