@@ -1,4 +1,5 @@
-"""Which MiniWoB++ task an episode plays, and with how many steps, from config.
+"""Which task an episode plays (of the env's tasks, e.g. MiniWoB++ pages), and with how many steps,
+from config (EnvConfig's task, tasks, max_steps, max_steps_by_task).
 
 `tasks` is None (always `default_task`), a list of names (uniform) or a map name -> weight. The
 choice is a pure function of the episode seed, so (seed, config) replays an episode: the seed is

@@ -67,3 +67,35 @@ def test_a_bad_env_task_or_constraint_fails_before_the_engine_starts(env, rollou
     with pytest.raises(ValueError, match=error):
         RolloutActor("actor-t", "no-model-here", [], engine=VLLMCPUConfig(), env=env, rollout=rollout,
                      reward=RewardConfig())
+
+
+def own_members(cls, names) -> list[str]:
+    """The members of `names` that `cls` defines itself (not borrowed from another class)."""
+    own = []
+    for name in names:
+        member = vars(cls).get(name)
+        fn = member.fget if isinstance(member, property) else getattr(member, "__func__", member)
+        if fn is not None and fn.__qualname__.startswith(f"{cls.__name__}."):
+            own.append(name)
+    return own
+
+
+def test_each_engine_has_the_protocol_surface_of_its_own():
+    from actors.engine import vllm_cpu, vllm_gpu
+
+    surface = ["unfinished", "chat_prompt_ids", "submit", "step", "generate", "load_weights",
+               "load_adapter", "close"]
+    for engine in (vllm_cpu.VLLMEngine, vllm_gpu.AsyncVLLMEngine):
+        assert own_members(engine, surface) == surface, engine
+    # Neither engine module imports the other.
+    assert not [v for v in vars(vllm_gpu).values() if getattr(v, "__module__", None) == vllm_cpu.__name__]
+    assert not [v for v in vars(vllm_cpu).values() if getattr(v, "__module__", None) == vllm_gpu.__name__]
+
+
+def test_miniwob_implements_env_and_backend_and_the_slot_knows_neither():
+    from actors.env import miniwob, slot
+
+    assert own_members(miniwob.AsyncMiniWoBEnv, ["open", "reset", "step", "close"]) == ["open", "reset", "step", "close"]
+    backend = ["check_task", "closed", "new_env", "submit", "host_of", "replace_host", "stats", "close"]
+    assert own_members(miniwob.MiniWoBBackend, backend) == backend
+    assert not [v for v in vars(slot).values() if getattr(v, "__module__", "").startswith("actors.env.miniwob")]
