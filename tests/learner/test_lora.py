@@ -18,7 +18,6 @@ from types import SimpleNamespace
 import pytest
 import ray
 import torch
-from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from actors.env.browser import CHROMIUM
@@ -160,9 +159,9 @@ def greedy(actor) -> list[list[int]]:
 def test_adapter_sync_serves_what_the_merged_model_generates(learner, rollout_actor):
     actor, policy = rollout_actor.actor, learner.policy
     before = greedy(actor)
-    sender = LoraSender(rollout_actor.group, policy, 256 << 20, timeout_s=120)
+    sender = LoraSender([actor], rollout_actor.group, policy, 256 << 20, timeout_s=120)
 
-    sent = sender.sync([actor], version=1)  # the base (once), then the adapter
+    sent = sender.sync(version=1)  # the base (once), then the adapter
     adapter_bytes = sum(t.numel() * t.element_size() for t in adapter_tensors(policy).values())
     base_bytes = sum(t.numel() * t.element_size() for t in base_tensors(policy).values())
     assert sent == sender.last["adapter_bytes"] == adapter_bytes
@@ -174,7 +173,7 @@ def test_adapter_sync_serves_what_the_merged_model_generates(learner, rollout_ac
     train_step(learner.engine, 10)  # a new adapter: version 2 must not be served from vLLM's cache
     want = merged_greedy(policy, learner.tokenizer)
     assert want != served, "the step changed no greedy token: the second sync is not tested"
-    sent = sender.sync([actor], version=2)
+    sent = sender.sync(version=2)
     assert sender.last == {"adapter_bytes": adapter_bytes} and sent == adapter_bytes
     assert greedy(actor) == want
     stats = ray.get(actor.stats.remote())
@@ -185,16 +184,18 @@ def test_adapter_sync_serves_what_the_merged_model_generates(learner, rollout_ac
 
 
 def test_launch_refuses_mismatched_lora_config():
-    from launch.cluster import check_lora
+    from launch.checks import check_lora
+    from launch.config import compose_config, to_config
 
-    lora = {"enabled": True, "r": 32}
+    def cfg(*overrides):
+        return to_config(compose_config(["learner.lora.enabled=true", "learner.lora.r=32", *overrides]))
+
     with pytest.raises(ValueError, match="engine.enable_lora"):
-        check_lora(OmegaConf.create({"learner": {"lora": lora}, "engine": {"enable_lora": False}}))
+        check_lora(cfg("engine.enable_lora=false"))
     with pytest.raises(ValueError, match="max_lora_rank"):
-        check_lora(OmegaConf.create({"learner": {"lora": lora},
-                                     "engine": {"enable_lora": True, "max_lora_rank": 16}}))
-    check_lora(OmegaConf.create({"learner": {"lora": lora}, "engine": {"enable_lora": True, "max_lora_rank": 32}}))
-    check_lora(OmegaConf.create({"learner": {"lora": {"enabled": False}}, "engine": {}}))
+        check_lora(cfg("engine.enable_lora=true", "engine.max_lora_rank=16"))
+    check_lora(cfg("engine.enable_lora=true", "engine.max_lora_rank=32"))
+    check_lora(to_config(compose_config(["learner.lora.enabled=false"])))
 
 
 def test_adapter_dirs_are_peft_directories_and_only_the_newest_are_kept(tmp_path):
