@@ -69,11 +69,12 @@ def build_100m(tiny_path: Path) -> Path:
 
 def receiver(port: int, model_path: str, shapes: dict, conn) -> None:
     """Rank 1: an engine serving the model; receives on command and answers when usable."""
+    from actors.engine.config import VLLMCPUConfig
     from actors.engine.vllm_cpu import VLLMEngine
     from weights.receiver import WeightReceiver
 
     group = open_weight_group("127.0.0.1", port, 1, 2, "gloo", 120)
-    engine = VLLMEngine(model_path, max_model_len=256)  # the sync is measured, not generation
+    engine = VLLMEngine(VLLMCPUConfig(max_model_len=256), model_path)  # the sync is measured, not generation
     recv = WeightReceiver(group)
     flat = torch.empty(sum(torch.Size(s).numel() for s in shapes.values()), dtype=torch.float32)
     per_param = {n: torch.empty(s, dtype=torch.float32) for n, s in shapes.items()}
