@@ -40,8 +40,8 @@ def test_a_misspelled_override_is_refused_with_the_nearest_key():
 
 @pytest.mark.parametrize("overrides, message", [
     (["engine=vllm_gpu", "engine.kv_cache_bytes=1"], "unknown config key engine.kv_cache_bytes; valid keys of engine"),
-    (["+learner.lora.rank=8"], "unknown config key learner.lora.rank; valid keys of learner.lora: alpha, dropout, "
-                               "enabled, r, target_modules"),
+    (["+learner.lora.rank=8"], ("unknown config key learner.lora.rank; valid keys of learner.lora: alpha, dropout, "
+                                "enabled, r, target_modules")),
     (["checkpoint.evrey=5"], "did you mean checkpoint.every?"),
     (["snapshot.every=5"], "unknown config key snapshot; it is now checkpoint"),
     (["rollout.slots=many"], "bad value for rollout.slots"),
