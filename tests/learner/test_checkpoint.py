@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_child(mode: str, work: Path, device: str = "cpu", zero_stage: int = 1) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": device, "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": device, "PYTHONPATH": path}
     cmd = [sys.executable, str(ROOT / "tests/support/checkpoint_child.py"), mode, str(work), device, str(zero_stage)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
 
