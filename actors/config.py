@@ -27,5 +27,4 @@ class RolloutConfig:
     min_batch: int = 1        # engine waits for pages while fewer requests are in flight (1: never waits)
     group_size: int = 1       # consecutive episodes per task instance (same seed): GRPO's group
     max_staleness: int | None = 4  # start no episode older than this (versions) when the learner can use it; null: off
-    metrics_every_s: float = 5.0  # re-set the slot-state gauges at least this often
     max_restarts: int = 3     # Ray restarts a crashed actor; the learner's next sync reconnects and starts it

@@ -34,6 +34,7 @@ episodes a killed process had in progress are lost with it.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import queue
 import threading
@@ -61,6 +62,8 @@ from rewards.config import RewardConfig
 from weights.group import open_weight_group
 from weights.receiver import WeightReceiver
 
+TASK_WINDOW = 100  # success per task is over each task's last TASK_WINDOW episodes
+
 
 class RolloutActor:
     def __init__(self, actor_id: str, model_path: str, shard_addresses: list[str], *,
@@ -79,7 +82,7 @@ class RolloutActor:
         for task in self.sampler.names:
             check_task(env, task)  # an unknown env or task fails here, not in the middle of a run
         self.gate = StalenessGate(rollout.max_staleness)
-        self.metrics = SlotMetrics(actor_id, rollout.metrics_every_s)
+        self.metrics = SlotMetrics(actor_id)
         self.engine = make_engine(engine, model_path, seed=seed)
         self.clients = [InsertClient(a, window=rollout.insert_window) for a in shard_addresses]
         self.receiver: WeightReceiver | None = None
@@ -100,6 +103,8 @@ class RolloutActor:
         self._gate_open = True
         self._successes: list[bool] = []  # per finished episode, in order (for first/last-100)
         self._outcomes: list[str] = []
+        self._task_counts: dict[str, int] = {}  # finished episodes per task
+        self._task_recent: dict[str, collections.deque] = {}  # each task's last TASK_WINDOW successes
         self._inserted: list[str] = []    # traj_ids acknowledged as stored by a shard
         self._ready = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=f"rollout-{actor_id}", daemon=True)
@@ -201,6 +206,8 @@ class RolloutActor:
             s.update(self.env_backend.stats())
         for outcome in ("correct", "incorrect", "unknown"):
             s[f"episodes_{outcome}"] = self._outcomes.count(outcome)
+        s["episodes_by_task"] = dict(self._task_counts)
+        s["success_by_task"] = {t: sum(r) / len(r) for t, r in ((t, tuple(d)) for t, d in list(self._task_recent.items())) if r}
         s.update(actor_id=self.actor_id, instance=self.instance, restarted=self.restarted,
                  policy_version=self.engine.policy_version,
                  learner_version=self.gate.learner_version, staleness_lag=self.gate.lag(),
@@ -359,6 +366,8 @@ class RolloutActor:
         self._counts["episodes"] += 1
         self._successes.append(success)
         self._outcomes.append(outcome)
+        self._task_counts[episode.task] = self._task_counts.get(episode.task, 0) + 1
+        self._task_recent.setdefault(episode.task, collections.deque(maxlen=TASK_WINDOW)).append(success)
 
     def _collect_acks(self, client: InsertClient) -> None:
         for traj_id, reply in client.poll():

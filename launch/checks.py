@@ -11,6 +11,7 @@ from pathlib import Path
 from launch.config import Config
 from learner.config import ALGORITHMS
 
+RAY_GAUGE_TTL_S = 30  # Ray stops exporting a gauge about this long after its last set
 GROUP_ALGORITHMS = ("ppo", "grpo")  # objectives that draw whole episodes grouped by task instance
 
 
@@ -79,8 +80,17 @@ def check_replay_dirs(cfg: Config, data_dir: str | None) -> None:
                          "(a resume then routes its checkpoint's replay onto the new shards)")
 
 
+def check_metrics(cfg: Config) -> None:
+    """Gauges are set again before Ray drops them (~30 s after their last set)."""
+    every = cfg.logger.metrics.every_s
+    if cfg.logger.metrics.enabled and not 0 < every < RAY_GAUGE_TTL_S:
+        raise ValueError(f"logger.metrics.every_s={every:g} must be above 0 and below {RAY_GAUGE_TTL_S} s: Ray drops "
+                         "a gauge not set for that long, and the series would vanish between reports")
+
+
 def check_all(cfg: Config, data_dir: str | None) -> None:
     check_algorithm(cfg)
+    check_metrics(cfg)
     check_group_sizes(cfg)
     check_lora(cfg)
     check_weight_plane(cfg)

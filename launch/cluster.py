@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from buffer.shard_actor import ShardActor
 from launch.checks import check_all
 from launch.config import Config, ConfigError, check_overrides, to_config
+from launch.metrics import watched
 from launch.progress import Progress
 from learner.checkpoint import checkpoint_state, latest_checkpoint
 from learner.deepspeed_setup import free_port
@@ -119,14 +120,47 @@ def ray_temp_dir(run_dir: str) -> str:
     return short
 
 
-def start_ray(cfg: Config, run_dir: str) -> None:
+def start_ray(cfg: Config, run_dir: str) -> dict:
+    """Start (or join) Ray; returns how to watch it (`watch_info`), printed by `run`."""
     env = {"env_vars": worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu")}
     if cfg.cluster.address:  # join: num_cpus must not be passed with an address
-        ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env)
-        return
-    ray.init(namespace=cfg.cluster.namespace, runtime_env=env, include_dashboard=cfg.cluster.dashboard,
-             dashboard_host="127.0.0.1", dashboard_port=cfg.cluster.dashboard_port,
-             _temp_dir=ray_temp_dir(run_dir), log_to_driver=False)
+        ctx = ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env)
+    else:
+        ctx = ray.init(namespace=cfg.cluster.namespace, runtime_env=env, include_dashboard=cfg.cluster.dashboard,
+                       dashboard_host="127.0.0.1", dashboard_port=cfg.cluster.dashboard_port,
+                       _temp_dir=ray_temp_dir(run_dir), log_to_driver=False)
+    return watch_info(ctx)
+
+
+def watch_info(ctx) -> dict:
+    """Where to watch the run: the dashboard's URL and how to get in (Ray 2.60 turns token
+    authentication on for a local cluster: the browser asks for the token, which `ray
+    get-auth-token` prints), each node's metrics endpoint (what Prometheus scrapes; `make monitor`
+    finds them in the service-discovery file) and the workers' logs."""
+    session = ctx.address_info.get("session_dir") or ""
+    token = os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+    token_file = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return {
+        "dashboard": f"http://{ctx.dashboard_url}" if ctx.dashboard_url else None,
+        "auth": "token" if token else "none",
+        "token_command": "ray get-auth-token" if token else None,
+        "token_file": None if not token or os.environ.get("RAY_AUTH_TOKEN") else token_file,
+        "metrics": [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
+                    for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")],
+        "prometheus_sd": os.path.join(session, "prom_metrics_service_discovery.json") if session else None,
+        "logs": os.path.join(session, "logs") if session else None,
+    }
+
+
+def announce(info: dict) -> None:
+    """The run's first lines: one JSON line (for scripts) and one sentence a person can follow."""
+    print(json.dumps(info), flush=True)
+    if info["dashboard"]:
+        how = ""
+        if info["auth"] == "token":
+            where = f" (it is in {info['token_file']})" if info["token_file"] else " (from $RAY_AUTH_TOKEN)"
+            how = f"; it asks for a token: paste what `{info['token_command']}` prints{where}"
+        print(f"Ray dashboard: {info['dashboard']}{how}. Worker logs: {info['logs']}", flush=True)
 
 
 def replay_restore(cfg: Config, resume_from: str | None) -> list[dict]:
@@ -150,6 +184,13 @@ def replay_restore(cfg: Config, resume_from: str | None) -> list[dict]:
     return [{"restore_from": files, "route": (i, n)} for i in range(n)]
 
 
+def hosted(cfg: Config, cls: type, component: str, index: int):
+    """`cls` as a Ray actor class: reporting its stats() as Ray metrics unless
+    `logger.metrics.enabled` is off (launch/metrics.py)."""
+    m = cfg.logger.metrics
+    return ray.remote(watched(cls, component, index, m.every_s) if m.enabled else cls)
+
+
 def start_shards(cfg: Config, host: str, restore: list[dict] | None = None) -> tuple[list, list[str], list[str]]:
     """The replay shards as Ray actors, each on a port fixed here, so that when Ray restarts a
     crashed one (`buffer.max_restarts`) it comes back on the same address: the actors' insert
@@ -161,7 +202,7 @@ def start_shards(cfg: Config, host: str, restore: list[dict] | None = None) -> t
     restore = restore or [{} for _ in names]
     replay = dataclasses.replace(cfg.buffer.replay(), data_dir=data_dir(cfg))
     shards = [
-        ray.remote(ShardActor).options(name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
+        hosted(cfg, ShardActor, "shard", i).options(name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
                                        max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
             i, host, free_port(host), replay, **restore[i])
         for i, n in enumerate(names)
@@ -195,7 +236,7 @@ def build(cfg: Config, run_dir: str) -> System:
     learner_gpus = 1 if cfg.learner.backend == "nccl" else 0
     actor_gpus = cfg.engine.tensor_parallel_size if gpu_engines else 0
     learners = [  # created together: their constructors meet in DeepSpeed's process group
-        ray.remote(Learner).options(name=f"learner-{r}", num_cpus=cpus.learner, num_gpus=learner_gpus,
+        hosted(cfg, Learner, "learner", r).options(name=f"learner-{r}", num_cpus=cpus.learner, num_gpus=learner_gpus,
                                     max_concurrency=4).remote(
             path, addresses, shard_names, rank=r, **kwargs)
         for r in range(cfg.learner.world_size)
@@ -203,7 +244,7 @@ def build(cfg: Config, run_dir: str) -> System:
     learner = learners[0]
 
     actors = [
-        ray.remote(RolloutActor).options(name=f"actor-{i}", num_cpus=cpus.actor, num_gpus=actor_gpus,
+        hosted(cfg, RolloutActor, "actor", i).options(name=f"actor-{i}", num_cpus=cpus.actor, num_gpus=actor_gpus,
                                          max_concurrency=4, max_restarts=cfg.rollout.max_restarts,
                                          max_task_retries=-1).remote(
             f"actor-{i}", path, addresses, engine=cfg.engine, env=cfg.env, rollout=cfg.rollout,
@@ -231,10 +272,10 @@ def stop(system: System) -> None:
 def run(cfg: Config) -> dict:
     run_dir = project_path(cfg.run.dir)
     os.makedirs(run_dir, exist_ok=True)
-    start_ray(cfg, run_dir)
+    announce(start_ray(cfg, run_dir))
     try:
         system = build(cfg, run_dir)
-        progress = Progress(system.actors, system.learner, system.shards,
+        progress = Progress(system.actors, system.learners, system.shards,
                             wandb=cfg.logger.wandb, run_dir=run_dir, config=dataclasses.asdict(cfg))
         start(system)
         deadline = time.time() + 60 * cfg.run.max_minutes

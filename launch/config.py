@@ -40,7 +40,7 @@ from weights.config import WeightsConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 # Keys that were renamed: an override of the old one is answered with the new one.
-RENAMED = {"snapshot": "checkpoint"}
+RENAMED = {"snapshot": "checkpoint", "rollout.metrics_every_s": "logger.metrics.every_s"}
 
 
 class ConfigError(ValueError):
@@ -78,8 +78,15 @@ class WandbConfig:
 
 
 @dataclass
+class MetricsConfig:
+    enabled: bool = True  # every actor, shard and learner rank sets its Ray metrics (launch/metrics.py)
+    every_s: float = 5.0  # how often; Ray drops a gauge not set for ~30 s
+
+
+@dataclass
 class LoggerConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 @dataclass
@@ -136,9 +143,9 @@ register()
 
 def _nearest(full_key: str, choices) -> str:
     parent, _, leaf = full_key.rpartition(".")
-    top = full_key.split(".")[0]
-    if top in RENAMED:
-        return f"; it is now {RENAMED[top]}{full_key[len(top):]}"
+    for old, new in RENAMED.items():
+        if full_key == old or full_key.startswith(old + "."):
+            return f"; it is now {new}{full_key[len(old):]}"
     close = difflib.get_close_matches(leaf, list(choices), n=1, cutoff=0.5)
     prefix = f"{parent}." if parent else ""
     if close:

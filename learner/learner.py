@@ -138,6 +138,7 @@ class Learner:
         self.policy_version = version
         self._stats["weight_syncs"] += 1
         self._last["sync_s"] = time.perf_counter() - t0
+        self._stats["time_sync_s"] += self._last["sync_s"]
         return version
 
     # ---- training loop ----------------------------------------------------------------------
@@ -198,6 +199,7 @@ class Learner:
                     break
                 if decision == WAIT:
                     time.sleep(0.2)
+                    self._stats["time_wait_s"] += 0.2
                     continue
                 self.train_step()
                 if self.step % self.cfg.sync_every == 0:
@@ -241,11 +243,14 @@ class Learner:
         t0 = time.perf_counter()
         self.ds_engine.train()
         losses, tokens, samples, versions, parts = [], 0, 0, [], collections.defaultdict(list)
+        drawing = 0.0  # seconds of this step spent on replay round trips
         for _ in range(self.cfg.grad_accum):
+            t_draw = time.perf_counter()
             items = self._draw()
             while not items:  # a shard may have said "retry" (its own rate limiter)
                 time.sleep(0.05)
                 items = self._draw()
+            drawing += time.perf_counter() - t_draw
             loss, metrics, priorities, n_tokens = self.objective.loss(self.ds_engine, items)
             self.ds_engine.backward(loss)
             self.ds_engine.step()
@@ -258,6 +263,8 @@ class Learner:
                 parts[k].append(float(v))
         self.step += 1
         dt = time.perf_counter() - t0
+        self._stats["time_draw_s"] += drawing
+        self._stats["time_train_s"] += dt - drawing
         self._stats["sampled"] += samples * self.world_size
         self._stats["tokens"] += tokens
         self._last.update({k: float(np.mean(v)) for k, v in parts.items()})

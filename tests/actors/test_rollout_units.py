@@ -98,7 +98,7 @@ def test_window_keeps_last_rounds_whole_and_summarizes_older():
 
 
 def test_slot_seconds_integrate_the_previous_counts():
-    m = SlotMetrics("a", every_s=1e9)
+    m = SlotMetrics("a")
     m._since = 0.0
     m.observe({"generating": 2, "idle": 1}, now=1.0)  # counts before were all 0
     m.observe({"waiting_page": 3}, now=3.0)

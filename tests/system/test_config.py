@@ -44,6 +44,7 @@ def test_a_misspelled_override_is_refused_with_the_nearest_key():
                                 "enabled, r, target_modules")),
     (["checkpoint.evrey=5"], "did you mean checkpoint.every?"),
     (["snapshot.every=5"], "unknown config key snapshot; it is now checkpoint"),
+    (["rollout.metrics_every_s=2"], "unknown config key rollout.metrics_every_s; it is now logger.metrics.every_s"),
     (["rollout.slots=many"], "bad value for rollout.slots"),
     (["algorithm=grpo", "algorithm.length_norm=tokens"], "algorithm.length_norm must be one of"),
 ])

@@ -3,7 +3,7 @@ experiment composes into one it can."""
 
 import pytest
 
-from launch.checks import check_group_sizes, check_lora, check_replay_dirs, check_weight_plane
+from launch.checks import check_group_sizes, check_lora, check_metrics, check_replay_dirs, check_weight_plane
 from launch.cluster import data_dir, project_path, worker_env
 from launch.config import compose_config, to_config
 from learner.deepspeed_setup import load_config
@@ -90,3 +90,11 @@ def test_the_replay_draws_whole_groups_of_what_the_actors_play():
     with pytest.raises(ValueError, match="algorithm ppo draws whole episodes by group, but buffer.group_size is null"):
         check_group_sizes(composed("+exp=webgym_ppo", "buffer.group_size=null"))
     check_group_sizes(composed("+exp=webgym"))  # SFT draws steps: no groups needed
+
+
+@pytest.mark.parametrize("every", [0, 30, 45])
+def test_metrics_are_reported_before_ray_drops_them(every):
+    cfg = to_config(compose_config([f"logger.metrics.every_s={every}"]))
+    with pytest.raises(ValueError, match=f"logger.metrics.every_s={every} must be above 0 and below 30"):
+        check_metrics(cfg)
+    check_metrics(to_config(compose_config([f"logger.metrics.every_s={every}", "logger.metrics.enabled=false"])))
