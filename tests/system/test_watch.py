@@ -5,6 +5,7 @@ with Chromium, one shard, the learner) is watched the way its first lines tell a
   actor, the shard and the learner, with rates above zero and slot counts that add up.
 - The dashboard, loaded in headless Chromium, asks for a token; the token the printed command
   gives lets it in, and its Actors view lists Flywheel's named actors.
+- W&B (offline) got every component's series beside the run's own, and the progress line its rates.
 
 With FLYWHEEL_SCREENSHOTS=DIR set, the dashboard's views are saved there as PNGs (docs/ keeps them).
 """
@@ -32,10 +33,10 @@ SLOTS = 4
 
 def launch(run_dir: Path, port: int) -> subprocess.Popen:
     cmd = [sys.executable, str(ROOT / "launch/cluster.py"), f"run.dir={run_dir}", "run.max_minutes=1.5",
-           f"cluster.dashboard_port={port}", "logger.wandb.enabled=false", "logger.metrics.every_s=2",
+           f"cluster.dashboard_port={port}", "logger.metrics.every_s=2", "run.progress_every_s=5",
            "learner.min_replay_steps=4", "learner.samples_per_insert=1000", f"rollout.slots={SLOTS}"]
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"})
 
 
 def lines_of(proc: subprocess.Popen) -> queue.Queue:
@@ -144,3 +145,8 @@ def test_a_short_run_is_watched_through_its_metrics_and_its_dashboard(tmp_path):
         while not out.empty():
             log.append(out.get())
     assert any(line.startswith("summary:") for line in log), "".join(log[-40:])
+    assert any("/s, " in line and " tok/s) | success" in line for line in log), "".join(log[-40:])
+    logged = b"".join(f.read_bytes() for f in (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    for key in ("actor/0/episodes_per_s", "actor/0/slots/generating", "shard/0/inserts_per_s",
+                "learner/0/steps_per_s", "learner/0/time_share/train", "episodes_per_s", "wall_s", "learner_step"):
+        assert key.encode() in logged, f"W&B's offline log has no {key}"
