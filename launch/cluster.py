@@ -124,11 +124,12 @@ def start_ray(cfg: Config, run_dir: str) -> dict:
     """Start (or join) Ray; returns how to watch it (`watch_info`), printed by `run`."""
     env = {"env_vars": worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu")}
     if cfg.cluster.address:  # join: num_cpus must not be passed with an address
-        ctx = ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env)
+        ctx = ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env,
+                       log_to_driver=cfg.cluster.log_to_driver)
     else:
         ctx = ray.init(namespace=cfg.cluster.namespace, runtime_env=env, include_dashboard=cfg.cluster.dashboard,
                        dashboard_host="127.0.0.1", dashboard_port=cfg.cluster.dashboard_port,
-                       _temp_dir=ray_temp_dir(run_dir), log_to_driver=False)
+                       _temp_dir=ray_temp_dir(run_dir), log_to_driver=cfg.cluster.log_to_driver)
     return watch_info(ctx)
 
 

@@ -67,6 +67,8 @@ class ClusterConfig:
     host: str = "127.0.0.1"  # address the data and weight planes bind to
     dashboard: bool = True
     dashboard_port: int = 8265
+    log_to_driver: bool = False  # true: workers' output (vLLM warnings, browser failures) streams to the console;
+    # either way it is kept under the run's Ray session (`<run.dir>/ray/session_latest/logs`, printed at start)
     namespace: str = "flywheel"
     cpus: ClusterCpus = field(default_factory=ClusterCpus)
 
