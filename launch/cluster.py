@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -127,10 +128,26 @@ def start_ray(cfg: Config, run_dir: str) -> dict:
         ctx = ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env,
                        log_to_driver=cfg.cluster.log_to_driver)
     else:
+        host = cfg.cluster.dashboard_host
+        port = dashboard_port(host, cfg.cluster.dashboard_port) if cfg.cluster.dashboard else cfg.cluster.dashboard_port
         ctx = ray.init(namespace=cfg.cluster.namespace, runtime_env=env, include_dashboard=cfg.cluster.dashboard,
-                       dashboard_host="127.0.0.1", dashboard_port=cfg.cluster.dashboard_port,
+                       dashboard_host=host, dashboard_port=port,
                        _temp_dir=ray_temp_dir(run_dir), log_to_driver=cfg.cluster.log_to_driver)
     return watch_info(ctx)
+
+
+def dashboard_port(host: str, wanted: int) -> int:
+    """`wanted` if it is free on `host`, else a free port (Ray would die with "Failed to bind"
+    when another run on this machine holds it), said on the console."""
+    with socket.socket() as s:
+        try:
+            s.bind((host, wanted))
+            return wanted
+        except OSError:
+            pass
+    port = free_port(host)
+    print(f"dashboard port {wanted} on {host} is taken (another run?): this run's dashboard uses {port}", flush=True)
+    return port
 
 
 def watch_info(ctx) -> dict:

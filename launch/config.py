@@ -66,7 +66,8 @@ class ClusterConfig:
     address: str | None = None  # null: start a local Ray cluster; else join this one (e.g. "auto")
     host: str = "127.0.0.1"  # address the data and weight planes bind to
     dashboard: bool = True
-    dashboard_port: int = 8265
+    dashboard_host: str = "127.0.0.1"  # the address the dashboard listens on (a node's own IP to reach it remotely)
+    dashboard_port: int = 8265  # taken (another run on this machine): a free port is used, and the run says which
     log_to_driver: bool = False  # true: workers' output (vLLM warnings, browser failures) streams to the console;
     # either way it is kept under the run's Ray session (`<run.dir>/ray/session_latest/logs`, printed at start)
     namespace: str = "flywheel"

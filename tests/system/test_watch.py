@@ -13,6 +13,7 @@ With FLYWHEEL_SCREENSHOTS=DIR set, the dashboard's views are saved there as PNGs
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.env.browser import CHROMIUM, CHROMIUM_FLAGS
+from launch.cluster import dashboard_port
 from weights.group import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,3 +152,15 @@ def test_a_short_run_is_watched_through_its_metrics_and_its_dashboard(tmp_path):
     for key in ("actor/0/episodes_per_s", "actor/0/slots/generating", "shard/0/inserts_per_s",
                 "learner/0/steps_per_s", "learner/0/time_share/train", "episodes_per_s", "wall_s", "learner_step"):
         assert key.encode() in logged, f"W&B's offline log has no {key}"
+
+
+def test_a_dashboard_port_held_by_another_run_is_replaced_by_a_free_one(capsys):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        port = dashboard_port("127.0.0.1", taken)
+    assert port != taken and port > 0
+    assert f"dashboard port {taken} on 127.0.0.1 is taken (another run?): this run's dashboard uses {port}" in (
+        capsys.readouterr().out)
+    assert dashboard_port("127.0.0.1", port) == port  # free again: kept
