@@ -26,6 +26,22 @@ from launch.curve import save_curve
 from launch.metrics import Reporter
 
 
+class ComponentDied(RuntimeError):
+    """A component Ray could not keep alive (no restarts left, or none configured: learner ranks)."""
+
+
+def gather(component: str, refs: list) -> list:
+    """ray.get of one call per component instance; a dead one ends the run with its name
+    (`learner-1`) and Ray's account of it, which names its node's address."""
+    out = []
+    for index, ref in enumerate(refs):
+        try:
+            out.append(ray.get(ref))
+        except ray.exceptions.RayActorError as err:
+            raise ComponentDied(f"{component}-{index} died: {err}") from None
+    return out
+
+
 class Progress:
     def __init__(self, actors, learners, shards, *, wandb: WandbConfig, run_dir: str, config: dict):
         self.actors, self.learners, self.shards = actors, learners, shards
@@ -53,20 +69,20 @@ class Progress:
             self.wandb.define_metric("*", step_metric="wall_s")
 
     def poll(self) -> dict:
-        actor_stats = ray.get([a.stats.remote() for a in self.actors])
+        actor_stats = gather("actor", [a.stats.remote() for a in self.actors])
         for i, s in enumerate(actor_stats):
             if s["instance"] != self._instances[i]:  # Ray restarted it: its outcomes count from 0
                 self._instances[i], self._cursor[i] = s["instance"], 0
-        new = ray.get([a.outcomes.remote(c) for a, c in zip(self.actors, self._cursor)])
+        new = gather("actor", [a.outcomes.remote(c) for a, c in zip(self.actors, self._cursor)])
         for i, chunk in enumerate(new):
             self._cursor[i] += len(chunk)
             self.outcomes.extend(chunk)
-        shard_stats = ray.get([s.stats.remote() for s in self.shards])
-        learner_stats = ray.get([learner.stats.remote() for learner in self.learners])
+        shard_stats = gather("shard", [s.stats.remote() for s in self.shards])
+        learner_stats = gather("learner", [learner.stats.remote() for learner in self.learners])
         learner = learner_stats[0]
         errors = [s["error"] for s in actor_stats + learner_stats if s.get("error")]
         if errors:
-            raise RuntimeError(f"a component died: {errors}")
+            raise ComponentDied(f"a component died: {errors}")
         now = time.time()
         components = self._component_figures(now, {"actor": actor_stats, "shard": shard_stats,
                                                    "learner": learner_stats})
