@@ -88,8 +88,17 @@ def check_metrics(cfg: Config) -> None:
                          "a gauge not set for that long, and the series would vanish between reports")
 
 
+def check_resources(cfg: Config) -> None:
+    """Each `cluster.resources.*` is NAME or NAME:AMOUNT (launch/placement.py)."""
+    from launch.placement import resource_request
+
+    for key in ("actor", "learner", "shard"):
+        resource_request(getattr(cfg.cluster.resources, key), f"cluster.resources.{key}")
+
+
 def check_all(cfg: Config, data_dir: str | None) -> None:
     check_algorithm(cfg)
+    check_resources(cfg)
     check_metrics(cfg)
     check_group_sizes(cfg)
     check_lora(cfg)

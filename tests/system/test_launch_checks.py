@@ -3,9 +3,17 @@ experiment composes into one it can."""
 
 import pytest
 
-from launch.checks import check_group_sizes, check_lora, check_metrics, check_replay_dirs, check_weight_plane
+from launch.checks import (
+    check_group_sizes,
+    check_lora,
+    check_metrics,
+    check_replay_dirs,
+    check_resources,
+    check_weight_plane,
+)
 from launch.cluster import data_dir, project_path, worker_env
 from launch.config import compose_config, to_config
+from launch.placement import learner_bundle, resource_request
 from learner.deepspeed_setup import load_config
 
 
@@ -98,3 +106,18 @@ def test_metrics_are_reported_before_ray_drops_them(every):
     with pytest.raises(ValueError, match=f"logger.metrics.every_s={every} must be above 0 and below 30"):
         check_metrics(cfg)
     check_metrics(to_config(compose_config([f"logger.metrics.every_s={every}", "logger.metrics.enabled=false"])))
+
+
+def test_custom_resources_steer_or_count_and_a_bad_one_is_named():
+    assert resource_request("replay", "k") == {"replay": 0.01}  # steers, never limits
+    assert resource_request("rollout:2", "k") == {"rollout": 2.0}
+    assert resource_request(None, "k") == {}
+    for bad in ("rollout:0", "rollout:many", ":1"):
+        with pytest.raises(ValueError, match=f"cluster.resources.actor={bad!r}: expected NAME or NAME:AMOUNT"):
+            check_resources(composed(f"cluster.resources.actor={bad}"))
+
+
+def test_a_learner_rank_bundle_holds_its_cpus_its_gpu_on_nccl_and_its_resource():
+    assert learner_bundle(composed("cluster.cpus.learner=2")) == {"CPU": 2.0}
+    gpu = composed("+exp=webgym_gpu", "cluster.resources.learner=b200:1")
+    assert learner_bundle(gpu) == {"CPU": gpu.cluster.cpus.learner, "b200": 1.0, "GPU": 1.0}
