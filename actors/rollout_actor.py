@@ -54,6 +54,7 @@ from actors.rollout_loop import RolloutLoop
 from actors.slot_metrics import STATES, SlotMetrics
 from actors.staleness import StalenessGate
 from actors.task_sampler import TaskSampler
+from buffer.net.directory import ShardDirectory
 from buffer.net.insert_client import InsertClient
 from buffer.ray_restart import restarted_by_ray
 from buffer.routing import route_key, shard_for
@@ -68,7 +69,8 @@ TASK_WINDOW = 100  # success per task is over each task's last TASK_WINDOW episo
 class RolloutActor:
     def __init__(self, actor_id: str, model_path: str, shard_addresses: list[str], *,
                  engine: EngineConfig, env: EnvConfig, rollout: RolloutConfig, reward: RewardConfig,
-                 seed: int = 0, first_episode: int = 0):
+                 seed: int = 0, first_episode: int = 0, shard_names: list[str] | None = None,
+                 namespace: str | None = None):
         self.actor_id = actor_id
         self.instance = uuid.uuid4().hex  # a process Ray restarted is a new instance of the actor
         self.restarted = restarted_by_ray()
@@ -84,7 +86,10 @@ class RolloutActor:
         self.gate = StalenessGate(rollout.max_staleness)
         self.metrics = SlotMetrics(actor_id)
         self.engine = make_engine(engine, model_path, seed=seed)
-        self.clients = [InsertClient(a, window=rollout.insert_window) for a in shard_addresses]
+        # With the shards' Ray names, a client follows a shard that Ray restarted elsewhere.
+        directory = ShardDirectory(shard_names, namespace) if shard_names else None
+        self.clients = [InsertClient(a, window=rollout.insert_window, resolve=directory and directory.resolver(i))
+                        for i, a in enumerate(shard_addresses)]
         self.receiver: WeightReceiver | None = None
         self._generation = 0  # of the weight group the receiver is in
         self.adapters: AdapterDirs | None = None

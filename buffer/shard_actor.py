@@ -11,8 +11,11 @@ log and snapshots in `<data_dir>/shard-<shard_id>` and a restarted actor restore
 files of a replay that had another number of shards) seeds a shard whose directory holds nothing,
 or that has none.
 
-Not guaranteed: a restarted actor binds a new port unless `port` is fixed, so callers must ask
-`address()` again after a restart (an InsertClient resends on reconnect only to the same address).
+`host` None binds the node's own address (Ray's node IP), never 0.0.0.0; `port` 0 picks a free
+one there. A restarted actor then binds a new port, possibly on another node: clients find it
+again through `address()` (buffer/net/directory.py) and resend what was unanswered.
+
+Not guaranteed: the same address after a restart unless `host` and `port` are fixed.
 `export_snapshot` writes on the shard's node: on a multi-node cluster the path must be on storage
 shared with the node that restores it (as DeepSpeed's checkpoints need).
 """
@@ -29,21 +32,21 @@ from buffer.core.config import ReplayConfig
 from buffer.core.shard import ReplayShard
 from buffer.durability.snapshot import export_snapshot
 from buffer.net.server import ShardServer
-from buffer.ray_restart import restarted_by_ray
+from buffer.ray_restart import node_address, restarted_by_ray
 
 
 class ShardActor:
     def __init__(
         self,
         shard_id: int,
-        host: str,
+        host: str | None,
         port: int,
         config: ReplayConfig,
         *,
         restore_from: str | list[str] | None = None,
         route: tuple[int, int] | None = None,
     ):
-        """`port` 0 picks a free one (then a restarted actor binds another)."""
+        """`host` None: this node's address; `port` 0: a free one (a restarted actor binds another)."""
         self.shard_id = shard_id
         if restore_from is not None and restarted_by_ray():
             # The resume's file is older than anything this shard served since: its data_dir log
@@ -52,6 +55,7 @@ class ShardActor:
         if config.data_dir:
             config = dataclasses.replace(config, data_dir=os.path.join(str(config.data_dir), f"shard-{shard_id}"))
         self._shard = ReplayShard(config=config, restore_from=restore_from, route=route)
+        host = host or node_address()
         self._server = ShardServer(self._shard, host=host, port=port).start()
 
     def address(self) -> str:

@@ -3,9 +3,11 @@
 Wiring order: the model (built on first use), replay shards, the learner, rollout actors, then
 the learner connects the actors (weights/plane.py: the weight group joining rank 0 and
 every engine; GPU engines join vLLM's weight-transfer group at the first sync). Learner ranks on
-NCCL and GPU engines ask Ray for their GPUs (1 per rank, tensor_parallel_size per actor). Ray
-restarts a crashed shard (on its address) or rollout actor (the learner's next sync brings it
-into a new weight group, sends it the weights and starts it). Each long-lived process is a
+NCCL and GPU engines ask Ray for their GPUs (1 per rank, tensor_parallel_size per actor; the
+ranks share a packed placement group, launch/placement.py). Every server binds its own node's
+address (`cluster.host` null) on a port picked on that node and publishes it through Ray. Ray
+restarts a crashed shard (its clients follow it to its new address) or rollout actor (the
+learner's next sync brings it into a new weight group, sends it the weights and starts it). Each long-lived process is a
 named Ray actor in the `flywheel` namespace, so the dashboard shows the whole system.
 `run.max_minutes` ends the run by itself: learner first (no broadcast in flight), then actors
 (browsers closed), then shards, then Ray.
@@ -212,13 +214,14 @@ def hosted(cfg: Config, cls: type, component: str, index: int):
     return ray.remote(watched(cls, component, index, m.every_s) if m.enabled else cls)
 
 
-def start_shards(cfg: Config, host: str, restore: list[dict] | None = None) -> tuple[list, list[str], list[str]]:
-    """The replay shards as Ray actors, each on a port fixed here, so that when Ray restarts a
-    crashed one (`buffer.max_restarts`) it comes back on the same address: the actors' insert
-    clients and the learner's sample client reconnect and send again what was unanswered, and
-    with `buffer.data_dir` the shard restores everything it acknowledged. Control calls made
-    while a shard restarts wait for it (max_task_retries). `restore[i]`: what shard i starts from
-    (replay_restore)."""
+def start_shards(cfg: Config, host: str | None, restore: list[dict] | None = None) -> tuple[list, list[str], list[str]]:
+    """The replay shards as Ray actors, each binding its own node's address (or `host`) on a port
+    picked there. When Ray restarts a crashed one (`buffer.max_restarts`), possibly on another
+    node, it publishes its new address; the actors' insert clients and the learner's sample
+    client look it up through Ray (buffer/net/directory.py), follow it and send again what was
+    unanswered, and with `buffer.data_dir` the shard restores everything it acknowledged. Control
+    calls made while a shard restarts wait for it (max_task_retries). `restore[i]`: what shard i
+    starts from (replay_restore)."""
     names = [f"shard-{i}" for i in range(cfg.buffer.shards)]
     restore = restore or [{} for _ in names]
     replay = dataclasses.replace(cfg.buffer.replay(), data_dir=data_dir(cfg))
@@ -227,7 +230,7 @@ def start_shards(cfg: Config, host: str, restore: list[dict] | None = None) -> t
             name=n, num_cpus=cfg.cluster.cpus.shard, max_concurrency=4,
             resources=resource_request(cfg.cluster.resources.shard, "cluster.resources.shard"),
             max_restarts=cfg.buffer.max_restarts, max_task_retries=-1).remote(
-            i, host, free_port(host), replay, **restore[i])
+            i, host, 0, replay, **restore[i])
         for i, n in enumerate(names)
     ]
     return shards, names, ray.get([s.address.remote() for s in shards])
@@ -276,7 +279,7 @@ def build(cfg: Config, run_dir: str) -> System:
             resources=resource_request(cfg.cluster.resources.actor, "cluster.resources.actor"),
             max_restarts=cfg.rollout.max_restarts, max_task_retries=-1).remote(
             f"actor-{i}", path, addresses, engine=cfg.engine, env=cfg.env, rollout=cfg.rollout,
-            reward=cfg.reward, seed=cfg.seed + i,
+            reward=cfg.reward, seed=cfg.seed + i, shard_names=shard_names, namespace=ns,
             first_episode=first_episodes.get(f"actor-{i}", 0))
         for i in range(cfg.rollout.actors)
     ]

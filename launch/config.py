@@ -75,7 +75,7 @@ class ClusterResources:
 @dataclass
 class ClusterConfig:
     address: str | None = None  # null: start a local Ray cluster; else join this one (e.g. "auto")
-    host: str = "127.0.0.1"  # address the data and weight planes bind to
+    host: str | None = None  # null: every server binds its own node's address (Ray's node IP); else this one
     dashboard: bool = True
     dashboard_host: str = "127.0.0.1"  # the address the dashboard listens on (a node's own IP to reach it remotely)
     dashboard_port: int = 8265  # taken (another run on this machine): a free port is used, and the run says which

@@ -40,7 +40,9 @@ import ray
 import torch
 import torch.distributed as dist
 
+from buffer.net.directory import ShardDirectory
 from buffer.net.sharded_clients import ShardedSampleClient
+from buffer.ray_restart import node_address
 from learner import deepspeed_setup
 from learner.checkpoint import load_checkpoint, save_checkpoint, save_replay
 from learner.config import AlgorithmConfig, CheckpointConfig, LearnerConfig
@@ -94,7 +96,9 @@ class Learner:
         policy = self._policy()
         self._flops_per_token = (4 * deepspeed_setup.param_count(policy)
                                  + 2 * deepspeed_setup.param_count(policy, trainable_only=True))
-        self.replay_client = ShardedSampleClient(shard_addresses)
+        directory = ShardDirectory(shard_names, namespace)  # follows a shard Ray restarted elsewhere
+        self.replay_client = ShardedSampleClient(shard_addresses, resolvers=[directory.resolver(i)
+                                                                             for i in range(len(shard_names))])
         self.replay_client.rng = self.rng  # one stream for the cross-shard split: checkpoints restore it
         self.shards = [ray.get_actor(n, namespace=namespace) for n in shard_names]
         self.plane = WeightPlane(self._policy(), lora=self.lora, timeout_s=weights.timeout_s,
@@ -116,10 +120,11 @@ class Learner:
         self._thread: threading.Thread | None = None
 
     # ---- weight plane (rank 0) --------------------------------------------------------------
-    def connect_actors(self, actors: list, host: str, backend: str, engine_ranks: list[int] | None = None) -> None:
-        """Rank 0: the actors to sync and the weight group joining them (weights/plane.py);
-        `engine_ranks` (workers per actor's engine) marks GPU engines."""
-        self.plane.connect(actors, host, backend, engine_ranks)
+    def connect_actors(self, actors: list, host: str | None, backend: str, engine_ranks: list[int] | None = None) -> None:
+        """Rank 0: the actors to sync and the weight group joining them (weights/plane.py), its
+        store on `host` (None: this rank's node); `engine_ranks` (workers per actor's engine)
+        marks GPU engines."""
+        self.plane.connect(actors, host or node_address(), backend, engine_ranks)
 
     def _policy(self) -> torch.nn.Module:
         """The module the actors serve: the LM without PPO's value head."""

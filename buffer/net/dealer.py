@@ -5,12 +5,19 @@ Each request carries an 8-byte big-endian request id counting from 1; the shard 
 is how a DEALER matches a reply to its request. A monitor on the socket tells when the connection
 to the shard came back after a drop, which is when a client sends again what is still unanswered.
 
-Not guaranteed: thread safety (one client per thread).
+A shard that Ray restarts binds a new port, possibly on another node. Given `resolve` (a callable
+answering the shard's current address, e.g. buffer/net/directory.py's lookup through Ray, or None
+while it is unknown), a client whose connection has been down for `follow_after_s` asks it, at
+most once per `follow_after_s`, and moves to the new address; the reconnect then resends as above.
+
+Not guaranteed: thread safety (one client per thread); `resolve` blocks the client while it runs.
 """
 
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable
 from typing import Any, Self
 
 import msgpack
@@ -35,9 +42,13 @@ def _bad_reply(detail: str) -> dict[str, Any]:
 
 
 class Dealer:
-    def __init__(self, address: str, timeout_s: float):
+    def __init__(self, address: str, timeout_s: float, resolve: Callable[[], str | None] | None = None,
+                 follow_after_s: float = 1.0):
         self.address = address
         self.timeout_s = timeout_s
+        self.resolve, self.follow_after_s = resolve, follow_after_s
+        self.moves = 0
+        self._dropped_at = 0.0
         self._sock = zmq.Context.instance().socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         # A send never waits forever, even if no shard ever connects and the queue fills.
@@ -79,9 +90,35 @@ class Dealer:
             event = recv_monitor_message(self._monitor)["event"]
             if event == zmq.EVENT_DISCONNECTED:
                 self._dropped = True
+                self._dropped_at = time.monotonic()
             elif event == zmq.EVENT_CONNECTED and self._dropped:
                 self._dropped, back = False, True
+        if self._dropped and not back:
+            self._follow()
         return back
+
+    def _follow(self) -> None:
+        """Down for follow_after_s: ask where the shard is now and move there if it moved."""
+        if self.resolve is None or time.monotonic() - self._dropped_at < self.follow_after_s:
+            return
+        self._dropped_at = time.monotonic()  # the next ask is follow_after_s from now
+        address = self.resolve()
+        if address and address != self.address:
+            self.move_to(address)
+
+    def move_to(self, address: str) -> None:
+        """Connect to `address` instead; unanswered requests are resent once it connects."""
+        self._sock.disconnect(self.address)
+        self._sock.connect(address)
+        self.address, self._dropped = address, True
+        self.moves += 1
+
+    def poll_ms(self, wait_ms: int) -> int:
+        """How long one poll may wait: while the connection is down and can be followed, short
+        enough to ask again in time."""
+        if self._dropped and self.resolve is not None:
+            return min(wait_ms, int(self.follow_after_s * 1000))
+        return wait_ms
 
     def close(self) -> None:
         self._sock.disable_monitor()

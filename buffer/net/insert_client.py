@@ -8,8 +8,11 @@ address), when the shard answers "retry" (rate limited), and, if `resend_after_s
 ack is that late. A resend gets a new request id; a reply to any of an insert's ids acknowledges
 it. The shard is idempotent on traj_id, so a resent insert is stored once.
 
+A shard that comes back on a different address (Ray restarted it elsewhere) is followed when the
+client has `resolve` (buffer/net/dealer.py), and its unacknowledged inserts are sent there.
+
 Not guaranteed:
-- Delivery to a shard that comes back on a different address: make a new client.
+- Delivery to a shard that comes back on a different address without `resolve`.
 - After a TimeoutError the unacknowledged inserts stay pending (a late ack is still matched).
 - Resent duplicates cost a round trip each and show up in the shard's `duplicates` counter; the
   replies to an insert's other request ids, if they ever come, are counted as "unmatched".
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -56,10 +60,11 @@ class InsertClient(Dealer):
         timeout_s: float = 30.0,
         max_acks: int = 100_000,
         resend_after_s: float | None = None,
+        resolve: Callable[[], str | None] | None = None,
     ):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
-        super().__init__(address, timeout_s)
+        super().__init__(address, timeout_s, resolve)
         self.window = window
         self.max_acks = max_acks
         self.resend_after_s = resend_after_s
@@ -159,12 +164,12 @@ class InsertClient(Dealer):
             if self.resend_after_s is not None:
                 wait_until = min(wait_until, now + self.resend_after_s)
             sock_ready = monitor_ready = False
-            for r, _ in self._poller.poll(max(0, int((wait_until - now) * 1000))):
+            for r, _ in self._poller.poll(self.poll_ms(max(0, int((wait_until - now) * 1000)))):
                 if r is self._sock:
                     sock_ready = True
                 else:
                     monitor_ready = True
-            if monitor_ready:
+            if monitor_ready or self._dropped:
                 self._watch_connection()
             if not sock_ready:
                 self._resend_late()  # only once no reply is waiting to be read

@@ -5,6 +5,7 @@ buffer/net/dealer.py). Not thread-safe: one per thread. For several shards see b
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -48,8 +49,8 @@ class SampleClient(Dealer):
     update is applied twice: the same values).
     """
 
-    def __init__(self, address: str, timeout_s: float = 30.0):
-        super().__init__(address, timeout_s)
+    def __init__(self, address: str, timeout_s: float = 30.0, resolve: Callable[[], str | None] | None = None):
+        super().__init__(address, timeout_s, resolve)
         self.last_reply: dict[str, Any] = {}
         self.resends = 0
         self._open: tuple[int, bytes, bytes] | None = None  # the last request: (req id, op, body)
@@ -69,8 +70,9 @@ class SampleClient(Dealer):
         deadline = time.monotonic() + self.timeout_s
         wanted = {req}
         while True:
-            ready = dict(self._poller.poll(max(0, int((deadline - time.monotonic()) * 1000))))
-            if self._monitor in ready and self._reconnected() and self._open and self._open[0] == req:
+            ready = dict(self._poller.poll(self.poll_ms(max(0, int((deadline - time.monotonic()) * 1000)))))
+            back = (self._monitor in ready or self._dropped) and self._reconnected()
+            if back and self._open and self._open[0] == req:
                 wanted.add(self._send(*self._open[1:]))
                 self.resends += 1
                 deadline = time.monotonic() + self.timeout_s  # the shard is back: a fresh wait

@@ -30,7 +30,7 @@ Not guaranteed:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import numpy as np
@@ -114,10 +114,13 @@ class ShardedInsertClient:
 
 
 class ShardedSampleClient:
-    def __init__(self, addresses: Sequence[str], timeout_s: float = 30.0, seed: int | None = None):
+    def __init__(self, addresses: Sequence[str], timeout_s: float = 30.0, seed: int | None = None,
+                 resolvers: Sequence[Callable[[], str | None]] | None = None):
+        """`resolvers[i]`: where shard i is now (see buffer/net/dealer.py), to follow a moved shard."""
         if not addresses:
             raise ValueError("need at least one shard address")
-        self.clients = [SampleClient(a, timeout_s=timeout_s) for a in addresses]
+        resolvers = resolvers or [None] * len(addresses)
+        self.clients = [SampleClient(a, timeout_s=timeout_s, resolve=r) for a, r in zip(addresses, resolvers)]
         self.rng = np.random.default_rng(seed)
         self.policy_version: int | None = None  # the newest V heard of (or set by the learner)
         self.last_status: list[str] = []

@@ -8,6 +8,7 @@ import pytest
 import ray
 
 from buffer.core.config import ReplayConfig
+from buffer.net.directory import ShardDirectory
 from buffer.net.insert_client import InsertClient
 from buffer.net.sample_client import SampleClient
 from buffer.shard_actor import ShardActor
@@ -96,9 +97,10 @@ def test_durable_prioritized_shard_actor_survives_a_kill(ray_cluster, tmp_path):
             ray.kill(second)
 
 
-def test_launch_restarts_a_killed_shard_on_its_address(ray_cluster, tmp_path):
-    """Shards as launch starts them: kill -9 one and Ray brings it back on the same address, the
-    insert client sends again what was in flight, and the log restores what it acknowledged."""
+def test_launch_restarts_a_killed_shard_and_its_clients_follow_it_to_its_new_address(ray_cluster, tmp_path):
+    """Shards as launch starts them: kill -9 one and Ray brings it back on a new port picked on
+    its node; the clients look it up through Ray, follow it, the insert client sends again what
+    was in flight, and the log restores what it acknowledged."""
     import os
     import signal
 
@@ -107,11 +109,14 @@ def test_launch_restarts_a_killed_shard_on_its_address(ray_cluster, tmp_path):
 
     cfg = loop_cfg(str(tmp_path), [f"buffer.data_dir={tmp_path / 'replay'}", "buffer.success_only=false",
                                    "buffer.snapshot_every_s=null"])
-    (shard,), _, (address,) = start_shards(cfg, "127.0.0.1")
+    (shard,), names, (address,) = start_shards(cfg, None)
+    assert address.startswith(f"tcp://{ray.util.get_node_ip_address()}:")  # the node's own address
+    directory = ShardDirectory(names, None)
     rng = np.random.default_rng(5)
     trajs = [make_trajectory(rng) for _ in range(40)]
     try:
-        with InsertClient(address, window=8, timeout_s=60) as ic, SampleClient(address, timeout_s=60) as sc:
+        with (InsertClient(address, window=8, timeout_s=60, resolve=directory.resolver(0)) as ic,
+              SampleClient(address, timeout_s=60, resolve=directory.resolver(0)) as sc):
             for t in trajs[:20]:
                 ic.insert(t)
             ic.flush()
@@ -120,12 +125,13 @@ def test_launch_restarts_a_killed_shard_on_its_address(ray_cluster, tmp_path):
             for t in trajs[20:]:
                 ic.insert(t)
             ic.flush(120)
-            assert ic.reconnects >= 1
+            assert ic.reconnects >= 1 and ic.moves == 1
             assert ray.get(shard.__ray_call__.remote(lambda self: os.getpid()), timeout=120) != pid
-            assert ray.get(shard.address.remote(), timeout=60) == address
+            moved = ray.get(shard.address.remote(), timeout=60)
+            assert moved != address and ic.address == moved
             assert ray.get(shard.traj_ids.remote(), timeout=60) == [t.traj_id for t in trajs]
             assert ray.get(shard.stats.remote(), timeout=60)["restored_trajectories"] == 20
-            assert len(sc.sample(8)) == 8
+            assert len(sc.sample(8)) == 8 and sc.moves == 1 and sc.address == moved
     finally:
         ray.kill(shard)
 
