@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from buffer.shard_actor import ShardActor
 from launch.checks import check_all
 from launch.config import Config, ConfigError, check_overrides, to_config
+from launch.grafana import write_dashboard
 from launch.metrics import watched
 from launch.placement import in_bundle, learner_group, master_address, resource_request
 from launch.progress import Progress
@@ -170,7 +171,9 @@ def watch_info(ctx) -> dict:
         "token_file": None if not token or os.environ.get("RAY_AUTH_TOKEN") else token_file,
         "metrics": [f"http://{n['NodeManagerAddress']}:{n['MetricsExportPort']}/metrics"
                     for n in ray.nodes() if n.get("Alive") and n.get("MetricsExportPort")],
-        "prometheus_sd": os.path.join(session, "prom_metrics_service_discovery.json") if session else None,
+        # written by the dashboard (none without it: `make monitor` then reads the nodes' ports)
+        "prometheus_sd": os.path.join(session, "prom_metrics_service_discovery.json")
+        if session and ctx.dashboard_url else None,
         "logs": os.path.join(session, "logs") if session else None,
     }
 
@@ -304,6 +307,7 @@ def run(cfg: Config) -> dict:
     run_dir = project_path(cfg.run.dir)
     os.makedirs(run_dir, exist_ok=True)
     announce(start_ray(cfg, run_dir))
+    write_dashboard(Path(run_dir) / "grafana" / "flywheel.json")  # Flywheel's series, for Grafana users
     try:
         system = build(cfg, run_dir)
         progress = Progress(system.actors, system.learners, system.shards,

@@ -148,6 +148,8 @@ def test_a_short_run_is_watched_through_its_metrics_and_its_dashboard(tmp_path):
             log.append(out.get())
     assert any(line.startswith("summary:") for line in log), "".join(log[-40:])
     assert any("/s, " in line and " tok/s) | success" in line for line in log), "".join(log[-40:])
+    grafana = json.loads((tmp_path / "run" / "grafana" / "flywheel.json").read_text())
+    assert "ray_flywheel_actor_episodes_per_s" in json.dumps(grafana)  # the run's copy of the Grafana dashboard
     logged = b"".join(f.read_bytes() for f in (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     for key in ("actor/0/episodes_per_s", "actor/0/slots/generating", "shard/0/inserts_per_s",
                 "learner/0/steps_per_s", "learner/0/time_share/train", "episodes_per_s", "wall_s", "learner_step"):
