@@ -43,6 +43,7 @@ from launch.grafana import write_dashboard
 from launch.metrics import watched
 from launch.placement import in_bundle, learner_group, master_address, resource_request
 from launch.progress import Progress
+from launch.storage import check_nodes, checkpoint_roots, run_storage
 from learner.checkpoint import checkpoint_state, latest_checkpoint
 from learner.deepspeed_setup import free_port
 from learner.tiny_model import build_tiny_model
@@ -64,10 +65,19 @@ class System:
         return self.learners[0]
 
 
+def shared_path(cfg: Config, p: str) -> str:
+    """A relative path of something every node reads: under `storage.root` when set, else the project."""
+    if os.path.isabs(p) or not cfg.storage.root:
+        return project_path(p)
+    return os.path.join(project_path(cfg.storage.root), p)
+
+
 def model_path(cfg: Config) -> str:
+    """`model.path`, or the embedded model built (once) into `model.cache_dir`; both under
+    `storage.root` when set, so every node reads the same files."""
     if cfg.model.path:
-        return project_path(cfg.model.path)
-    return str(build_tiny_model(cfg.model.tiny, project_path(cfg.model.cache_dir)))
+        return shared_path(cfg, cfg.model.path)
+    return str(build_tiny_model(cfg.model.tiny, shared_path(cfg, cfg.model.cache_dir)))
 
 
 def data_dir(cfg: Config) -> str | None:
@@ -82,9 +92,34 @@ def resume_path(cfg: Config, run_dir: str) -> str | None:
         return None
     if cfg.resume != "auto":
         return project_path(cfg.resume)
-    found = latest_checkpoint(sorted(Path(run_dir).parent.glob("*/checkpoints")))
+    root = project_path(cfg.storage.root) if cfg.storage.root else None
+    found = latest_checkpoint(checkpoint_roots(root, run_dir))
     print(json.dumps({"resume": str(found) if found else None}), flush=True)
     return str(found) if found else None
+
+
+def shared_run_dir(cfg: Config, run_dir: str) -> str:
+    """This run's files that other nodes read (checkpoints): `<storage.root>/<run name>` or run_dir."""
+    return run_storage(project_path(cfg.storage.root) if cfg.storage.root else None, run_dir)
+
+
+def ships_code(cfg: Config) -> bool:
+    """Whether workers get this checkout through Ray's runtime_env (`cluster.ship_code`)."""
+    if cfg.cluster.ship_code not in ("auto", "always", "never"):
+        raise ValueError(f"cluster.ship_code={cfg.cluster.ship_code!r} must be auto, always or never")
+    return cfg.cluster.ship_code == "always" or (cfg.cluster.ship_code == "auto" and bool(cfg.cluster.address))
+
+
+def runtime_env(cfg: Config, run_dir: str) -> dict:
+    """Every worker's runtime_env: its environment variables, and this checkout as its
+    working_dir when shipping code (Ray uploads it once, leaving out what .gitignore names: the
+    venv, runs, caches), else PYTHONPATH to it (one machine: the same files)."""
+    ifnames = {"GLOO_SOCKET_IFNAME": cfg.cluster.gloo_socket_ifname, "NCCL_SOCKET_IFNAME": cfg.cluster.nccl_socket_ifname}
+    env = worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu", ifnames)
+    if not ships_code(cfg):
+        return {"env_vars": env}
+    env.pop("PYTHONPATH")
+    return {"env_vars": env, "working_dir": str(ROOT), "excludes": [".git", "runs", ".cache", ".venv", ".whl", "*.png"]}
 
 
 def worker_env(run_dir: str, accelerator: str = "cpu", ifnames: dict[str, str | None] | None = None) -> dict:
@@ -128,8 +163,7 @@ def ray_temp_dir(run_dir: str) -> str:
 
 def start_ray(cfg: Config, run_dir: str) -> dict:
     """Start (or join) Ray; returns how to watch it (`watch_info`), printed by `run`."""
-    ifnames = {"GLOO_SOCKET_IFNAME": cfg.cluster.gloo_socket_ifname, "NCCL_SOCKET_IFNAME": cfg.cluster.nccl_socket_ifname}
-    env = {"env_vars": worker_env(run_dir, "cuda" if cfg.learner.backend == "nccl" else "cpu", ifnames)}
+    env = runtime_env(cfg, run_dir)
     if cfg.cluster.address:  # join: num_cpus must not be passed with an address
         ctx = ray.init(address=cfg.cluster.address, namespace=cfg.cluster.namespace, runtime_env=env,
                        log_to_driver=cfg.cluster.log_to_driver)
@@ -247,6 +281,8 @@ def build(cfg: Config, run_dir: str) -> System:
 
     check_all(cfg, data_dir(cfg))
     path = model_path(cfg)
+    if cfg.storage.root:  # every node must see the storage and the model before anything starts there
+        check_nodes(project_path(cfg.storage.root), [path])
     ns, host, cpus = cfg.cluster.namespace, cfg.cluster.host, cfg.cluster.cpus
     resume_from = resume_path(cfg, run_dir)
     shards, shard_names, addresses = start_shards(cfg, host, replay_restore(cfg, resume_from))
@@ -258,7 +294,7 @@ def build(cfg: Config, run_dir: str) -> System:
         total_steps=lc.total_steps, min_lr_ratio=lc.min_lr_ratio)
     first_episodes = checkpoint_state(resume_from).get("task_samplers", {}) if resume_from else {}
     kwargs = {"ds_config": ds_config, "algorithm": cfg.algorithm, "learner": lc, "weights": cfg.weights,
-              "checkpoint": cfg.checkpoint, "checkpoint_dir": os.path.join(run_dir, "checkpoints"),
+              "checkpoint": cfg.checkpoint, "checkpoint_dir": os.path.join(shared_run_dir(cfg, run_dir), "checkpoints"),
               "namespace": ns, "resume_from": resume_from, "seed": cfg.seed,
               "group_size": cfg.buffer.group_size or 1}
     gpu_engines = cfg.engine.backend == "gpu"

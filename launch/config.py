@@ -79,6 +79,8 @@ class ClusterConfig:
     dashboard: bool = True
     dashboard_host: str = "127.0.0.1"  # the address the dashboard listens on (a node's own IP to reach it remotely)
     dashboard_port: int = 8265  # taken (another run on this machine): a free port is used, and the run says which
+    ship_code: str = "auto"  # auto: workers get this checkout through Ray's runtime_env (working_dir) when joining
+    # a cluster (cluster.address), else PYTHONPATH to it; always | never
     log_to_driver: bool = False  # true: workers' output (vLLM warnings, browser failures) streams to the console;
     # either way it is kept under the run's Ray session (`<run.dir>/ray/session_latest/logs`, printed at start)
     namespace: str = "flywheel"
@@ -108,6 +110,15 @@ class LoggerConfig:
 
 
 @dataclass
+class StorageConfig:
+    """Where what another node must read lives: learner checkpoints (with each shard's replay),
+    replay exports and the embedded model. On a cluster, a filesystem every node mounts at the
+    same path (checked from every node at start); null: the run's own directory (one machine)."""
+
+    root: str | None = None
+
+
+@dataclass
 class RunConfig:
     max_minutes: float = 15.0
     progress_every_s: float = 10.0
@@ -131,6 +142,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     resume: str | None = None  # auto: the newest complete checkpoint under runs/*/checkpoints; or a path
     run: RunConfig = field(default_factory=RunConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
 
 
 # group -> option -> node. The buffer's default is the SFT-on-success replay of the default loop.
