@@ -66,7 +66,9 @@ def test_every_series_has_a_unique_valid_name_and_an_unknown_component_is_refuse
 
 
 class Counter:
-    """Counts its stats() calls; the reporter thread is the only caller."""
+    """Counts its stats() calls; the reporter thread is the only caller. Its stats name no series:
+    a gauge set here, in the test process, would be exported by whatever Ray this process joins
+    later (tests/system/test_monitor.py counts the series it finds)."""
 
     def __init__(self, start: int):
         self.calls = 0
@@ -77,7 +79,7 @@ class Counter:
         self.calls += 1
         if self.calls >= 2:
             self.reported.set()
-        return {"inserts": self.start + self.calls}
+        return {"calls": self.start + self.calls}
 
 
 def test_a_watched_class_keeps_its_name_and_reports_on_its_own():
